@@ -1,0 +1,111 @@
+"""StruM: top-H selection per block and the low-lane forms DLIQ, MIP2Q and zero.
+
+Method sections 3, 4a, 4b and 4c of ``shared/strum-method.md``. Everything here works
+on the base int8 weights arranged in blocks ``[K, nb, B]`` (int64) and is vectorised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import DLIQ_MAX_SHIFT, LOW_WIDTH, MIP2Q_MAX_EXP
+from .rounding import bit_length, clip, round_shift
+
+__all__ = [
+    "select_high", "dliq_shift", "dliq_low", "mip2q_magnitude", "mip2q_encode",
+    "mip2q_decode", "dliq_encode", "dliq_decode", "strum_weights", "DLIQ_LOW_MIN", "DLIQ_LOW_MAX",
+]
+
+DLIQ_LOW_MIN = -(1 << (LOW_WIDTH - 1))        # -8
+DLIQ_LOW_MAX = (1 << (LOW_WIDTH - 1)) - 1     # 7
+_DLIQ_KEEP_BITS = LOW_WIDTH - 1                # e = max(0, bitlen(m) - 3)
+
+
+def select_high(q8_blocks: np.ndarray, high_lanes: int, group_size: int) -> np.ndarray:
+    """Mask ``[K, nb, B]``: True on the lanes that stay int8.
+
+    In each group of ``group_size`` consecutive lanes, the ``high_lanes*G/B`` lanes of
+    largest ``|q8|`` are high; ties go to the lower lane (stable sort on ``-|q8|``).
+    """
+    channels, blocks, block_size = q8_blocks.shape
+    per_group = high_lanes * group_size // block_size
+    magnitude = np.abs(q8_blocks).reshape(channels, blocks, block_size // group_size, group_size)
+    order = np.argsort(-magnitude, axis=-1, kind="stable")
+    mask = np.zeros(magnitude.shape, dtype=bool)
+    np.put_along_axis(mask, order[..., :per_group], True, axis=-1)
+    return mask.reshape(q8_blocks.shape)
+
+
+# -- DLIQ: 4-bit integer and one shift per block -----------------------------------------
+
+def dliq_shift(q8_blocks: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-block shift ``e = max(0, bitlen(m) - 3)``, m the largest low-lane ``|q8|``."""
+    low_peak = np.where(mask, 0, np.abs(q8_blocks)).max(axis=-1)
+    return np.maximum(0, bit_length(low_peak) - _DLIQ_KEEP_BITS)
+
+
+def dliq_low(q8_blocks: np.ndarray, shift: np.ndarray, rounding: str) -> np.ndarray:
+    """4-bit low values ``q4 = clip(RND(q8 / 2**e), -8, 7)`` for every lane."""
+    return clip(round_shift(q8_blocks, shift[..., None], rounding), DLIQ_LOW_MIN, DLIQ_LOW_MAX)
+
+
+def dliq_encode(q4: np.ndarray) -> np.ndarray:
+    """4-bit two's-complement code of a DLIQ low value."""
+    return (np.asarray(q4, dtype=np.int64) & 0xF).astype(np.uint8)
+
+
+def dliq_decode(code: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Integer weight ``q4 * 2**e`` of a DLIQ code (shift broadcast against code)."""
+    code = np.asarray(code, dtype=np.int64) & 0xF
+    q4 = code - ((code & 0x8) << 1)
+    return q4 << np.asarray(shift, dtype=np.int64)
+
+
+# -- MIP2Q: a signed power of two ---------------------------------------------------------
+
+def mip2q_magnitude(magnitude: np.ndarray) -> np.ndarray:
+    """Nearest of 0, 1, 2, 4, .., 64 to an integer magnitude; ties to the larger."""
+    magnitude = np.asarray(magnitude, dtype=np.int64)
+    exponent = bit_length(magnitude) - 1                      # 2**p <= m < 2**(p+1)
+    exponent = exponent + (2 * magnitude >= 3 * (np.int64(1) << np.maximum(exponent, 0)))
+    exponent = np.minimum(exponent, MIP2Q_MAX_EXP)            # saturate at 64
+    return np.where(magnitude > 0, np.int64(1) << np.maximum(exponent, 0), 0)
+
+
+def mip2q_encode(value: np.ndarray) -> np.ndarray:
+    """4-bit code (sign << 3 | c) of 0 or ±2**p: c = 0 is zero, else p = c - 1."""
+    value = np.asarray(value, dtype=np.int64)
+    c = np.where(value != 0, bit_length(np.abs(value)), 0)   # bitlen(2**p) = p + 1
+    return (((value < 0).astype(np.int64) << 3) | c).astype(np.uint8)
+
+
+def mip2q_decode(code: np.ndarray) -> np.ndarray:
+    code = np.asarray(code, dtype=np.int64)
+    c = code & 0x7
+    magnitude = np.where(c > 0, np.int64(1) << np.maximum(c - 1, 0), 0)
+    return np.where(code & 0x8, -magnitude, magnitude)
+
+
+# -- the whole block ----------------------------------------------------------------------
+
+def strum_weights(q8_blocks: np.ndarray, mask: np.ndarray, scheme: str, rounding: str):
+    """Integer weights ``[K, nb, B]``, 4-bit low codes ``[K, nb, B]`` and shifts ``[K, nb]``.
+
+    High lanes keep q8; low lanes become DLIQ, MIP2Q or zero. Codes are only meaningful
+    on low lanes; the shift is all zero except for DLIQ.
+    """
+    shift = np.zeros(q8_blocks.shape[:-1], dtype=np.int64)
+    if scheme == "dliq":
+        shift = dliq_shift(q8_blocks, mask)
+        q4 = dliq_low(q8_blocks, shift, rounding)
+        low_value, codes = q4 << shift[..., None], dliq_encode(q4)
+    elif scheme == "mip2q":
+        low_value = np.sign(q8_blocks) * mip2q_magnitude(np.abs(q8_blocks))
+        codes = mip2q_encode(low_value)
+    elif scheme == "zero":
+        low_value = np.zeros_like(q8_blocks)
+        codes = np.zeros(q8_blocks.shape, dtype=np.uint8)
+    else:
+        raise ValueError(f"scheme must be dliq, mip2q or zero, not {scheme!r}")
+    codes = np.where(mask, 0, codes).astype(np.uint8)
+    return np.where(mask, q8_blocks, low_value), codes, shift
