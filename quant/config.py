@@ -73,9 +73,10 @@ class StrumConfig:
         rounding step of the quantizer.
     acc_width : int
         Accumulator width in bits (two's complement, wraps on overflow).
-    max_reduction_length : int
+    max_reduction_length : int or None
         The longest reduction vector (weights per output channel) the design must
-        accumulate without overflow. Checked against ``acc_width``.
+        accumulate without overflow, checked against ``acc_width``. ``None``: as long as
+        ``acc_width`` allows (see :attr:`reduction_limit`).
 
     Raises
     ------
@@ -89,7 +90,7 @@ class StrumConfig:
     group_size: int | None = None
     rounding: str = "haz"
     acc_width: int = 32
-    max_reduction_length: int = 65536
+    max_reduction_length: int | None = None
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
@@ -116,10 +117,11 @@ class StrumConfig:
             raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, not {self.rounding!r}")
         if not _is_int(self.acc_width) or not 8 <= self.acc_width <= 48:
             raise ConfigError(f"acc_width must be an integer from 8 to 48, not {self.acc_width!r}")
-        if not _is_int(self.max_reduction_length) or self.max_reduction_length < 1:
-            raise ConfigError(
-                f"max_reduction_length must be a positive integer, not {self.max_reduction_length!r}")
-        self.check_reduction_length(self.max_reduction_length, what="max_reduction_length")
+        if self.max_reduction_length is not None:
+            if not _is_int(self.max_reduction_length) or self.max_reduction_length < 1:
+                raise ConfigError(f"max_reduction_length must be a positive integer or None, "
+                                  f"not {self.max_reduction_length!r}")
+            self.check_reduction_length(self.max_reduction_length, what="max_reduction_length")
 
     # -- derived quantities: the only place they are computed ------------------------
 
@@ -191,12 +193,25 @@ class StrumConfig:
             size += 1
         return size
 
+    @property
+    def reduction_limit(self) -> int:
+        """Longest reduction vector whose worst case fits the accumulator."""
+        if self.max_reduction_length is not None:
+            return self.max_reduction_length
+        return self._overflow_free_length()
+
+    def _overflow_free_length(self) -> int:
+        # Worst case: activation -128 times the largest weight magnitude, on every lane.
+        return (2 ** (self.acc_width - 1) - 1) // (2 ** (ACT_WIDTH - 1) * self.max_weight_magnitude)
+
     def check_reduction_length(self, length: int, *, what: str = "reduction length") -> None:
         """Refuse a reduction length whose worst case could overflow the accumulator."""
+        if self.max_reduction_length is not None and length > self.max_reduction_length:
+            raise ConfigError(f"{what}={length} exceeds max_reduction_length={self.max_reduction_length}")
         worst = 2 ** (ACT_WIDTH - 1) * self.max_weight_magnitude * length
         limit = 2 ** (self.acc_width - 1) - 1
         if worst > limit:
-            longest = limit // (2 ** (ACT_WIDTH - 1) * self.max_weight_magnitude)
+            longest = self._overflow_free_length()
             raise ConfigError(
                 f"acc_width={self.acc_width} is too narrow for {what}={length} with scheme "
                 f"{self.scheme!r}: the worst case 128*{self.max_weight_magnitude}*{length} = {worst} "

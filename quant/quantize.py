@@ -1,0 +1,169 @@
+"""Quantize one weight tensor with any scheme: the golden quantizer's entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .blocks import from_blocks, from_reduction, to_blocks, to_reduction
+from .config import (INT4_G16_GROUP, INT4_G16_SCALE_BITS, MIP2Q_MAX_EXP, SCHEMES, ConfigError,
+                     StrumConfig)
+from .image import compact, pack_blocks, write_image
+from .int8 import channel_scale, quantize_int8
+from .rounding import clip, round_float
+from .strum import mip2q_magnitude, select_high, strum_weights
+
+__all__ = ["QuantizedTensor", "quantize", "sqnr_db", "validate_weights"]
+
+INT4_MAX = 7
+POT_MAX = 2 ** MIP2Q_MAX_EXP
+TWO_FOUR_METADATA_BITS = 2    # 2:4 stores a 2-bit lane index per kept value
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """One quantized weight tensor.
+
+    Attributes
+    ----------
+    config : StrumConfig
+    w_int : int16, the tensor's shape: the integer weight the hardware multiplies by.
+    scale : float32 ``[K]``: weight ~= w_int * scale per output channel.
+    mask : bool, the tensor's shape: True where the lane is high precision (int8).
+    packed : uint8 or None: the memory image file (StruM schemes only).
+    bits_per_weight : stored bits per weight, counting every per-block field (mask,
+        shift, group scale) and padding, leaving out per-output-channel scales.
+    """
+
+    config: StrumConfig
+    w_int: np.ndarray
+    scale: np.ndarray
+    mask: np.ndarray
+    packed: np.ndarray | None
+    bits_per_weight: float
+
+    def dequantize(self) -> np.ndarray:
+        shape = (-1,) + (1,) * (self.w_int.ndim - 1)
+        return self.w_int.astype(np.float64) * self.scale.astype(np.float64).reshape(shape)
+
+
+def validate_weights(weights, name: str = "weights") -> np.ndarray:
+    """Float64 copy of a weight tensor, or a ValueError naming what is wrong with it."""
+    weights = np.asarray(weights)
+    if weights.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold real numbers, not dtype {weights.dtype}")
+    if weights.size == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(weights.shape)})")
+    if weights.ndim < 2:
+        raise ValueError(f"{name} needs at least 2 axes (output channels on axis 0), "
+                         f"not shape {tuple(weights.shape)}")
+    weights = weights.astype(np.float64)
+    if not np.isfinite(weights).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return weights
+
+
+def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when exact)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    noise = np.sum((reference - approximation) ** 2)
+    signal = np.sum(reference ** 2)
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def quantize(weights, config: StrumConfig, name: str = "weights") -> QuantizedTensor:
+    """Quantize a weight tensor ``[K, C/g, *kernel]`` or ``[K, C]`` with ``config``.
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor, NaN/Inf, fewer than 2 axes, or a reduction vector too long
+        for the accumulator (:class:`ConfigError`).
+    """
+    weights = validate_weights(weights, name)
+    vectors = to_reduction(weights)
+    channels, length = vectors.shape
+    try:
+        config.check_reduction_length(length, what=f"the reduction length of {name}")
+    except ConfigError as error:
+        raise ConfigError(str(error)) from None
+    quantizer = _SCHEMES[config.scheme]
+    w_vec, mask_vec, scale, packed, stored_bits = quantizer(vectors, config, weights.shape)
+    return QuantizedTensor(
+        config=config,
+        w_int=from_reduction(w_vec, weights.shape).astype(np.int16),
+        scale=scale.astype(np.float32),
+        mask=from_reduction(mask_vec, weights.shape),
+        packed=packed,
+        bits_per_weight=stored_bits / weights.size,
+    )
+
+
+# -- one function a scheme; each returns (w_int [K, N], mask [K, N], scale [K],
+#    packed image or None, stored bits of the whole tensor) ------------------------------
+
+def _strum(vectors, config, shape):
+    channels, length = vectors.shape
+    q8, scale = quantize_int8(vectors, config.rounding)
+    q8_blocks = to_blocks(q8, config.block_size)
+    mask = select_high(q8_blocks, config.high_lanes, config.group_size)
+    w_blocks, codes, shift = strum_weights(q8_blocks, mask, config.scheme, config.rounding)
+    image_blocks = pack_blocks(config, compact(config, mask, w_blocks, codes, shift))
+    packed = np.frombuffer(write_image(config, shape, image_blocks), dtype=np.uint8)
+    return (from_blocks(w_blocks, length), from_blocks(mask, length), scale, packed,
+            image_blocks.size * 8)
+
+
+def _int8(vectors, config, shape):
+    q8, scale = quantize_int8(vectors, config.rounding)
+    return q8, np.ones(q8.shape, bool), scale, None, q8.size * 8
+
+
+def _int4(vectors, config, shape):
+    scale = channel_scale(vectors, INT4_MAX)
+    q4 = clip(round_float(vectors / scale[:, None], config.rounding), -INT4_MAX, INT4_MAX)
+    return q4, np.zeros(q4.shape, bool), scale, None, q4.size * 4
+
+
+def _int4_g16(vectors, config, shape):
+    # Group scales are integer multiples (1..255) of one channel scale, so that the
+    # weight is an integer times the channel scale like every other scheme.
+    channels, length = vectors.shape
+    groups = to_blocks(vectors, INT4_G16_GROUP)                        # [K, ng, 16]
+    group_scale = np.abs(groups).max(axis=-1) / INT4_MAX               # [K, ng]
+    max_multiplier = 2 ** INT4_G16_SCALE_BITS - 1
+    peak = group_scale.max(axis=1)
+    scale = np.where(peak > 0, peak / max_multiplier, 1.0)
+    multiplier = clip(round_float(group_scale / scale[:, None], config.rounding), 1, max_multiplier)
+    step = multiplier * scale[:, None]
+    q4 = clip(round_float(groups / step[..., None], config.rounding), -INT4_MAX, INT4_MAX)
+    w_int = from_blocks(q4 * multiplier[..., None], length)
+    bits = vectors.size * 4 + multiplier.size * INT4_G16_SCALE_BITS
+    return w_int, np.zeros(w_int.shape, bool), scale, None, bits
+
+
+def _pot(vectors, config, shape):
+    scale = channel_scale(vectors, POT_MAX)
+    q = clip(round_float(vectors / scale[:, None], config.rounding), -POT_MAX, POT_MAX)
+    w_int = np.sign(q) * mip2q_magnitude(np.abs(q))
+    return w_int, np.zeros(w_int.shape, bool), scale, None, w_int.size * 4
+
+
+def _two_four(vectors, config, shape):
+    channels, length = vectors.shape
+    q8, scale = quantize_int8(vectors, config.rounding)
+    blocks = to_blocks(q8, 4)
+    keep = select_high(blocks, 2, 4)
+    w_int = from_blocks(np.where(keep, blocks, 0), length)
+    bits = blocks.shape[0] * blocks.shape[1] * 2 * (8 + TWO_FOUR_METADATA_BITS)
+    return w_int, from_blocks(keep, length), scale, None, bits
+
+
+_SCHEMES = {
+    "dliq": _strum, "mip2q": _strum, "zero": _strum,
+    "int8": _int8, "int4": _int4, "int4-g16": _int4_g16, "pot": _pot, "2:4": _two_four,
+}
+assert set(_SCHEMES) == set(SCHEMES), "every scheme of the config has a quantizer"
