@@ -1,0 +1,79 @@
+"""Quantizing every layer of a model, and the files that result (OUT.npz, REPORT.json)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import StrumConfig
+from .files import atomic_writer, write_text
+from .quantize import QuantizedTensor, quantize, sqnr_db
+
+__all__ = ["QuantizedLayer", "quantize_layers", "save_npz", "report", "write_report"]
+
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    name: str
+    weight: np.ndarray          # the float weight it came from
+    quantized: QuantizedTensor
+
+    @property
+    def sqnr_db(self) -> float:
+        return sqnr_db(self.weight, self.quantized.dequantize())
+
+
+def quantize_layers(layers, config: StrumConfig) -> list[QuantizedLayer]:
+    """Quantize every layer (objects with ``name`` and ``weight``) with one config."""
+    return [QuantizedLayer(layer.name, layer.weight, quantize(layer.weight, config, name=layer.name))
+            for layer in layers]
+
+
+def save_npz(path, layers: list[QuantizedLayer]) -> None:
+    """OUT.npz: ``NAME/w_int``, ``NAME/scale``, ``NAME/mask`` and ``NAME/packed`` per layer."""
+    arrays = {}
+    for layer in layers:
+        q = layer.quantized
+        arrays[f"{layer.name}/w_int"] = q.w_int
+        arrays[f"{layer.name}/scale"] = q.scale
+        arrays[f"{layer.name}/mask"] = q.mask
+        if q.packed is not None:
+            arrays[f"{layer.name}/packed"] = q.packed
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with atomic_writer(path, "wb") as stream:
+        stream.write(buffer.getvalue())
+
+
+def _finite(value: float):
+    return value if math.isfinite(value) else None     # JSON has no Infinity
+
+
+def report(layers: list[QuantizedLayer], config: StrumConfig, seconds: float) -> dict:
+    return {
+        "scheme": config.scheme,
+        "config": config.to_dict(),
+        "layers": [{
+            "name": layer.name,
+            "shape": list(layer.weight.shape),
+            "weights": int(layer.weight.size),
+            "sqnr_db": _finite(layer.sqnr_db),
+            "bits_per_weight": layer.quantized.bits_per_weight,
+        } for layer in layers],
+        "seconds": seconds,
+    }
+
+
+def write_report(path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def timed_quantize(layers, config: StrumConfig):
+    start = time.perf_counter()
+    result = quantize_layers(layers, config)
+    return result, time.perf_counter() - start
