@@ -1,0 +1,5 @@
+import sys
+
+from strum.cli import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""The ``strum`` command line: parse, call the packages, print.
+
+Every verb is a function ``_verb(args) -> int``; errors a user can fix (bad parameters,
+bad files) are ``ValueError``/``OSError`` and end the program with one line on stderr
+and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
+
+EXIT_USAGE = 2
+
+
+# -- shared options --------------------------------------------------------------------
+
+def _add_config_options(parser: argparse.ArgumentParser, schemes=SCHEMES) -> None:
+    group = parser.add_argument_group("quantization config")
+    group.add_argument("--scheme", default="dliq", choices=schemes,
+                       help="low-lane form (StruM) or comparison scheme (default: dliq)")
+    group.add_argument("--block", type=int, default=16, metavar="B",
+                       help=f"block size B, one of {', '.join(map(str, BLOCK_SIZES))} (default: 16)")
+    group.add_argument("--high", type=int, default=None, metavar="H",
+                       help="high (int8) lanes per block (default: B/2)")
+    group.add_argument("--group", type=int, default=None, metavar="G",
+                       help="selection group size, a divisor of B (default: B)")
+    group.add_argument("--rounding", default="haz", choices=ROUNDINGS,
+                       help="haz: half away from zero; rne: half to even (default: haz)")
+    group.add_argument("--acc-width", type=int, default=32, metavar="W",
+                       help="accumulator width in bits (default: 32)")
+    group.add_argument("--max-reduction", type=int, default=None, metavar="N",
+                       help="longest reduction vector the accumulator must hold "
+                            "(default: as long as W allows)")
+
+
+def _config(args) -> StrumConfig:
+    high = args.high if args.high is not None else args.block // 2
+    return StrumConfig(scheme=args.scheme, block_size=args.block, high_lanes=high,
+                       group_size=args.group, rounding=args.rounding,
+                       acc_width=args.acc_width, max_reduction_length=args.max_reduction)
+
+
+def _write_json(path, data) -> None:
+    from strum.quant.model import write_report
+    write_report(path, data)
+
+
+# -- verbs -----------------------------------------------------------------------------
+
+def _quantize(args) -> int:
+    from strum.quant.model import quantize_layers, report, save_npz
+    from strum.quant.onnx_io import load_layers
+
+    config = _config(args)
+    layers = load_layers(args.input)
+    start = time.perf_counter()
+    quantized = quantize_layers(layers, config)
+    seconds = time.perf_counter() - start
+    save_npz(args.output, quantized)
+    data = report(quantized, config, seconds)
+    if args.report:
+        _write_json(args.report, data)
+    _print_layers(data)
+    return 0
+
+
+def _print_layers(data) -> None:
+    print(f"{'layer':40s} {'shape':>18s} {'SQNR dB':>8s} {'bits/w':>7s}")
+    for layer in data["layers"]:
+        sqnr = "inf" if layer["sqnr_db"] is None else f"{layer['sqnr_db']:.2f}"
+        print(f"{layer['name'][:40]:40s} {'x'.join(map(str, layer['shape'])):>18s} "
+              f"{sqnr:>8s} {layer['bits_per_weight']:7.3f}")
+
+
+def _flow(args) -> int:
+    from strum import flow
+
+    config = _config(args)
+    summary = flow.run(config, Path(args.output), model=args.model)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="strum", description="StruM structured mixed-precision: quantizer, hardware, "
+                                  "co-simulation and synthesis")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    flow = verbs.add_parser("flow", help="run the whole pipeline on a model (default: the "
+                                         "embedded digits CNN)")
+    flow.add_argument("--model", default=None, help="ONNX model (default: embedded digits CNN)")
+    flow.add_argument("-o", "--output", default="strum-flow", help="output folder (default: strum-flow)")
+    _add_config_options(flow)
+    flow.set_defaults(run=_flow)
+
+    quantize = verbs.add_parser("quantize", help="quantize a model's weights")
+    quantize.add_argument("input", help="ONNX model, .npy tensor or .npz of tensors")
+    quantize.add_argument("-o", "--output", required=True, help="OUT.npz")
+    quantize.add_argument("--report", help="REPORT.json")
+    _add_config_options(quantize)
+    quantize.set_defaults(run=_quantize)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as error:
+        print(f"strum {args.verb}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""``strum flow``: the most complete pipeline that exists, on one model.
+
+Steps so far: quantize every layer with the chosen config and with the int8 and int4
+baselines beside it. Each step writes its file into the output folder and adds its
+figures to ``flow.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from strum.quant.config import StrumConfig
+from strum.quant.model import quantize_layers, report, save_npz, write_report
+from strum.quant.onnx_io import load_layers
+
+BASELINES = ("int8", "int4")
+
+
+def default_model() -> Path:
+    from strum.quant.datasets import default_model_path
+    return Path(default_model_path())
+
+
+def _weighted_sqnr(data) -> float | None:
+    """Weight-count-weighted mean of the per-layer SQNR (dB), skipping exact layers."""
+    rows = [(layer["sqnr_db"], layer["weights"]) for layer in data["layers"] if layer["sqnr_db"] is not None]
+    total = sum(weights for _, weights in rows)
+    return sum(sqnr * weights for sqnr, weights in rows) / total if total else None
+
+
+def run(config: StrumConfig, out_dir: Path, model=None) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = Path(model) if model else default_model()
+    layers = load_layers(model)
+    summary = {"model": model.name, "config": config.to_dict(), "steps": {}}
+
+    start = time.perf_counter()
+    quantized = quantize_layers(layers, config)
+    data = report(quantized, config, time.perf_counter() - start)
+    save_npz(out_dir / "weights.npz", quantized)
+    write_report(out_dir / "quantize.json", data)
+    schemes = {config.scheme: data}
+    for scheme in BASELINES:
+        if scheme != config.scheme:
+            baseline = config.replace(scheme=scheme)
+            schemes[scheme] = report(quantize_layers(layers, baseline), baseline, 0.0)
+    summary["steps"]["quantize"] = {
+        scheme: {
+            "weight_sqnr_db": _weighted_sqnr(data),
+            "bits_per_weight": sum(l["bits_per_weight"] * l["weights"] for l in data["layers"])
+            / sum(l["weights"] for l in data["layers"]),
+        } for scheme, data in schemes.items()
+    }
+    write_report(out_dir / "flow.json", summary)
+    return summary
