@@ -228,7 +228,8 @@ def _load_npz(path: Path) -> list[Layer]:
         raise InputError(f"{path}: not a valid .npz archive (no zip header)")
     layers = []
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle: np.load leaks the file when the zip directory is corrupt.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
             for key in archive.files:
                 layers.append(_tensor_layer(path, key, archive[key]))
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
