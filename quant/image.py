@@ -74,9 +74,11 @@ def lane_order(mask: np.ndarray) -> np.ndarray:
 
 def compact(config: StrumConfig, mask, values, codes, shift) -> BlockFields:
     """Compact per-lane values ``[..., B]`` into the fields the PE receives."""
-    order = lane_order(mask)
-    high = np.take_along_axis(values, order[..., :config.high_lanes], axis=-1)
-    low = np.take_along_axis(codes, order[..., config.high_lanes:], axis=-1)
+    # Every block has exactly H high lanes, so boolean selection (row-major, so in
+    # ascending lane order) reshapes into [..., H] and [..., L].
+    lead = mask.shape[:-1]
+    high = values[mask].reshape(lead + (config.high_lanes,))
+    low = codes[~mask].reshape(lead + (config.low_lanes,))
     return BlockFields(mask=mask, high=high.astype(np.int64),
                        low_codes=low.astype(np.uint8), shift=np.asarray(shift, np.int64))
 
@@ -89,9 +91,9 @@ def decode_blocks(config: StrumConfig, fields: BlockFields) -> np.ndarray:
         low = mip2q_decode(fields.low_codes)
     else:
         low = np.zeros(fields.low_codes.shape, dtype=np.int64)
-    compacted = np.concatenate([fields.high.astype(np.int64), low], axis=-1)
-    weights = np.empty_like(compacted)
-    np.put_along_axis(weights, lane_order(fields.mask), compacted, axis=-1)
+    weights = np.empty(fields.mask.shape, dtype=np.int64)
+    weights[fields.mask] = fields.high.reshape(-1)
+    weights[~fields.mask] = low.reshape(-1)
     return weights
 
 

@@ -18,7 +18,8 @@ def channel_scale(vectors: np.ndarray, levels: int) -> np.ndarray:
 
 
 def quantize_int8(vectors: np.ndarray, rounding: str) -> tuple[np.ndarray, np.ndarray]:
-    """``[K, N]`` floats to (q8 ``[K, N]`` int64 in -127..127, scale ``[K]`` float64)."""
+    """``[K, N]`` floats to (q8 ``[K, N]`` int16 in -127..127, scale ``[K]`` float64)."""
     scale = channel_scale(vectors, INT8_MAX)
-    q8 = clip(round_float(vectors / scale[:, None], rounding), -INT8_MAX, INT8_MAX)
+    # int16 rather than int8 leaves room for the rounding arithmetic of the low lanes.
+    q8 = clip(round_float(vectors / scale[:, None], rounding), -INT8_MAX, INT8_MAX, np.int16)
     return q8, scale

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blocks import from_blocks, from_reduction, to_blocks, to_reduction
+from .blocks import block_count, from_blocks, from_reduction, to_blocks, to_reduction
 from .config import (INT4_G16_GROUP, INT4_G16_SCALE_BITS, MIP2Q_MAX_EXP, SCHEMES, ConfigError,
                      StrumConfig)
 from .image import compact, pack_blocks, write_image
@@ -19,6 +19,7 @@ __all__ = ["QuantizedTensor", "quantize", "sqnr_db", "validate_weights"]
 INT4_MAX = 7
 POT_MAX = 2 ** MIP2Q_MAX_EXP
 TWO_FOUR_METADATA_BITS = 2    # 2:4 stores a 2-bit lane index per kept value
+CHUNK_WEIGHTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -91,44 +92,63 @@ def quantize(weights, config: StrumConfig, name: str = "weights") -> QuantizedTe
     except ConfigError as error:
         raise ConfigError(str(error)) from None
     quantizer = _SCHEMES[config.scheme]
-    w_vec, mask_vec, scale, packed, stored_bits = quantizer(vectors, config, weights.shape)
+    # Output channels are independent: working on chunks of about CHUNK_WEIGHTS keeps
+    # the temporaries small enough to be reused instead of page-faulted in afresh.
+    rows = max(1, CHUNK_WEIGHTS // length)
+    parts = [quantizer(vectors[start:start + rows], config)
+             for start in range(0, channels, rows)]
+    w_vec, mask_vec, scale, image_blocks = (
+        None if part[0] is None else np.concatenate(part) for part in zip(*parts))
+    packed = None
+    if image_blocks is not None:
+        packed = np.frombuffer(write_image(config, weights.shape, image_blocks), dtype=np.uint8)
     return QuantizedTensor(
         config=config,
         w_int=from_reduction(w_vec, weights.shape).astype(np.int16),
         scale=scale.astype(np.float32),
         mask=from_reduction(mask_vec, weights.shape),
         packed=packed,
-        bits_per_weight=stored_bits / weights.size,
+        bits_per_weight=_stored_bits(config, channels, length) / weights.size,
     )
 
 
-# -- one function a scheme; each returns (w_int [K, N], mask [K, N], scale [K],
-#    packed image or None, stored bits of the whole tensor) ------------------------------
+def _stored_bits(config: StrumConfig, channels: int, length: int) -> int:
+    """Bits the tensor occupies in memory, every per-block field and padding included."""
+    if config.is_strum:
+        return channels * block_count(length, config.block_size) * config.block_bytes * 8
+    if config.scheme == "int4-g16":
+        groups = channels * block_count(length, INT4_G16_GROUP)
+        return channels * length * 4 + groups * INT4_G16_SCALE_BITS
+    if config.scheme == "2:4":
+        return channels * block_count(length, 4) * 2 * (8 + TWO_FOUR_METADATA_BITS)
+    return channels * length * {"int8": 8, "int4": 4, "pot": 4}[config.scheme]
 
-def _strum(vectors, config, shape):
-    channels, length = vectors.shape
+
+# -- one function a scheme, on a chunk of output channels; each returns
+#    (w_int [K, N], mask [K, N], scale [K], image blocks [K, nb, block_bytes] or None) ----
+
+def _strum(vectors, config):
+    length = vectors.shape[1]
     q8, scale = quantize_int8(vectors, config.rounding)
     q8_blocks = to_blocks(q8, config.block_size)
     mask = select_high(q8_blocks, config.high_lanes, config.group_size)
     w_blocks, codes, shift = strum_weights(q8_blocks, mask, config.scheme, config.rounding)
     image_blocks = pack_blocks(config, compact(config, mask, w_blocks, codes, shift))
-    packed = np.frombuffer(write_image(config, shape, image_blocks), dtype=np.uint8)
-    return (from_blocks(w_blocks, length), from_blocks(mask, length), scale, packed,
-            image_blocks.size * 8)
+    return from_blocks(w_blocks, length), from_blocks(mask, length), scale, image_blocks
 
 
-def _int8(vectors, config, shape):
+def _int8(vectors, config):
     q8, scale = quantize_int8(vectors, config.rounding)
-    return q8, np.ones(q8.shape, bool), scale, None, q8.size * 8
+    return q8, np.ones(q8.shape, bool), scale, None
 
 
-def _int4(vectors, config, shape):
+def _int4(vectors, config):
     scale = channel_scale(vectors, INT4_MAX)
     q4 = clip(round_float(vectors / scale[:, None], config.rounding), -INT4_MAX, INT4_MAX)
-    return q4, np.zeros(q4.shape, bool), scale, None, q4.size * 4
+    return q4, np.zeros(q4.shape, bool), scale, None
 
 
-def _int4_g16(vectors, config, shape):
+def _int4_g16(vectors, config):
     # Group scales are integer multiples (1..255) of one channel scale, so that the
     # weight is an integer times the channel scale like every other scheme.
     channels, length = vectors.shape
@@ -141,25 +161,23 @@ def _int4_g16(vectors, config, shape):
     step = multiplier * scale[:, None]
     q4 = clip(round_float(groups / step[..., None], config.rounding), -INT4_MAX, INT4_MAX)
     w_int = from_blocks(q4 * multiplier[..., None], length)
-    bits = vectors.size * 4 + multiplier.size * INT4_G16_SCALE_BITS
-    return w_int, np.zeros(w_int.shape, bool), scale, None, bits
+    return w_int, np.zeros(w_int.shape, bool), scale, None
 
 
-def _pot(vectors, config, shape):
+def _pot(vectors, config):
     scale = channel_scale(vectors, POT_MAX)
     q = clip(round_float(vectors / scale[:, None], config.rounding), -POT_MAX, POT_MAX)
     w_int = np.sign(q) * mip2q_magnitude(np.abs(q))
-    return w_int, np.zeros(w_int.shape, bool), scale, None, w_int.size * 4
+    return w_int, np.zeros(w_int.shape, bool), scale, None
 
 
-def _two_four(vectors, config, shape):
-    channels, length = vectors.shape
+def _two_four(vectors, config):
+    length = vectors.shape[1]
     q8, scale = quantize_int8(vectors, config.rounding)
     blocks = to_blocks(q8, 4)
     keep = select_high(blocks, 2, 4)
     w_int = from_blocks(np.where(keep, blocks, 0), length)
-    bits = blocks.shape[0] * blocks.shape[1] * 2 * (8 + TWO_FOUR_METADATA_BITS)
-    return w_int, from_blocks(keep, length), scale, None, bits
+    return w_int, from_blocks(keep, length), scale, None
 
 
 _SCHEMES = {

@@ -23,10 +23,16 @@ def round_float(x: np.ndarray, rounding: str) -> np.ndarray:
 
 
 def round_shift(x: np.ndarray, shift: np.ndarray, rounding: str) -> np.ndarray:
-    """RND(x / 2**shift) computed on integers (shift >= 0, broadcast against x)."""
-    x = np.asarray(x, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    half = (np.int64(1) << shift) >> 1          # 0 when shift == 0: nothing to round
+    """RND(x / 2**shift) computed on integers (shift >= 0, broadcast against x).
+
+    Works in x's integer dtype (int64 for other inputs): the caller picks a dtype wide
+    enough for ``|x| + 2**(shift-1)``.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind != "i":
+        x = x.astype(np.int64)
+    shift = np.asarray(shift, dtype=x.dtype)
+    half = (x.dtype.type(1) << shift) >> 1     # 0 when shift == 0: nothing to round
     if rounding == "haz":
         return np.sign(x) * ((np.abs(x) + half) >> shift)
     if rounding == "rne":
@@ -37,9 +43,9 @@ def round_shift(x: np.ndarray, shift: np.ndarray, rounding: str) -> np.ndarray:
     raise ValueError(f"rounding must be 'haz' or 'rne', not {rounding!r}")
 
 
-def clip(x: np.ndarray, low: int, high: int) -> np.ndarray:
-    """Saturate to [low, high]."""
-    return np.clip(x, low, high).astype(np.int64)
+def clip(x: np.ndarray, low: int, high: int, dtype=np.int64) -> np.ndarray:
+    """Saturate to [low, high], as ``dtype``."""
+    return np.clip(x, low, high).astype(dtype)
 
 
 def bit_length(m: np.ndarray) -> np.ndarray:
