@@ -18,6 +18,13 @@ from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``strum VERB: error: ...`` and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 # -- shared options --------------------------------------------------------------------
 
 def _add_config_options(parser: argparse.ArgumentParser, schemes=SCHEMES) -> None:
@@ -78,6 +85,32 @@ def _print_layers(data) -> None:
               f"{sqnr:>8s} {layer['bits_per_weight']:7.3f}")
 
 
+def _inspect(args) -> int:
+    import numpy as np
+
+    from strum.quant.image import image_to_weights
+
+    path = Path(args.file)
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            names = sorted(key[:-len("/packed")] for key in archive.files if key.endswith("/packed"))
+            if not names:
+                raise ValueError(f"{path}: holds no NAME/packed memory image")
+            for name in names:
+                config, w_int, mask = image_to_weights(archive[f"{name}/packed"])
+                if f"{name}/w_int" in archive.files and not (
+                        np.array_equal(w_int, archive[f"{name}/w_int"])
+                        and np.array_equal(mask, archive[f"{name}/mask"])):
+                    raise ValueError(f"{path}: the memory image of {name} does not decode to its w_int/mask")
+                print(f"{name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
+                      f"G={config.group_size} shape={'x'.join(map(str, w_int.shape))} ok")
+    else:
+        config, w_int, mask = image_to_weights(path.read_bytes())
+        print(f"{path.name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
+              f"G={config.group_size} shape={'x'.join(map(str, w_int.shape))} ok")
+    return 0
+
+
 def _flow(args) -> int:
     from strum import flow
 
@@ -90,10 +123,10 @@ def _flow(args) -> int:
 # -- parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="strum", description="StruM structured mixed-precision: quantizer, hardware, "
                                   "co-simulation and synthesis")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
 
     flow = verbs.add_parser("flow", help="run the whole pipeline on a model (default: the "
                                          "embedded digits CNN)")
@@ -108,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--report", help="REPORT.json")
     _add_config_options(quantize)
     quantize.set_defaults(run=_quantize)
+
+    inspect = verbs.add_parser("inspect", help="verify and describe memory images (an image "
+                                               "file, or the OUT.npz of strum quantize)")
+    inspect.add_argument("file")
+    inspect.set_defaults(run=_inspect)
     return parser
 
 
