@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .config import ACT_WIDTH
 from .rounding import wrap_signed
 
-__all__ = ["check_activations", "dot", "linear", "conv", "conv_output_shape"]
+__all__ = ["check_activations", "dot", "linear", "conv", "conv_output_shape", "conv_patches"]
 
 ACT_MIN, ACT_MAX = -(1 << (ACT_WIDTH - 1)), (1 << (ACT_WIDTH - 1)) - 1
 
@@ -76,6 +76,47 @@ def conv_output_shape(spatial: Sequence[int], kernel: Sequence[int], stride=1, p
                  for n, k, s, (b, e), d in zip(spatial, kernel, stride, pads, dilation))
 
 
+def _windows(x, kernel, stride, padding, dilation):
+    """Padded input windows ``[N, C, *out, *kernel]`` (a view where possible) and ``out``."""
+    dims = x.ndim - 2
+    stride, dilation = _per_dim(stride, dims, "stride"), _per_dim(dilation, dims, "dilation")
+    x = np.pad(x, ((0, 0), (0, 0)) + _pads(padding, dims))
+    out = conv_output_shape(x.shape[2:], kernel, stride, 0, dilation)
+    if min(out) < 1:
+        raise ValueError(f"conv: kernel {tuple(kernel)} with dilation {dilation} does not fit "
+                         f"input {x.shape[2:]}")
+    # Dilated kernel extent, then every stride-th start and every dilation-th tap.
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    windows = sliding_window_view(x, extent, axis=tuple(range(2, 2 + dims)))
+    windows = windows[(slice(None), slice(None))
+                      + tuple(slice(None, None, s) for s in stride)
+                      + tuple(slice(None, None, d) for d in dilation)]
+    return windows[(slice(None), slice(None)) + tuple(slice(0, o) for o in out)], out
+
+
+def conv_patches(x: np.ndarray, kernel_shape, *, stride=1, padding=0, dilation=1,
+                 groups: int = 1) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Each output position's input patch as a reduction vector: ``[N, groups, P, L]``.
+
+    ``L = C/groups * prod(kernel)`` in the order of :func:`strum.quant.blocks.to_reduction`
+    (kernel position outer, input channel innermost), so that patch ``p`` of group ``g``
+    dotted with ``to_reduction(w_int)[k]`` (k in group g) is output ``[k, p]`` of
+    :func:`conv`. ``P`` runs over the output positions in row-major order; returns the
+    patches and the output spatial shape.
+    """
+    x = check_activations(x)
+    dims = x.ndim - 2
+    batch, channels = x.shape[:2]
+    if dims < 1 or channels % groups:
+        raise ValueError(f"conv: input {x.shape} does not fit groups={groups}")
+    windows, out = _windows(x, tuple(kernel_shape), stride, padding, dilation)
+    windows = windows.reshape((batch, groups, channels // groups) + out + tuple(kernel_shape))
+    # [N, g, c, *out, *kernel] -> [N, g, *out, *kernel, c] -> [N, g, P, L]
+    order = (0, 1) + tuple(range(3, 3 + 2 * dims)) + (2,)
+    positions = int(np.prod(out))
+    return windows.transpose(order).reshape(batch, groups, positions, -1), out
+
+
 def conv(x: np.ndarray, w_int: np.ndarray, acc_width: int, *, stride=1, padding=0,
          dilation=1, groups: int = 1) -> np.ndarray:
     """N-d integer convolution (cross-correlation, as ONNX Conv) with zero padding.
@@ -96,19 +137,7 @@ def conv(x: np.ndarray, w_int: np.ndarray, acc_width: int, *, stride=1, padding=
     if groups < 1 or channels % groups or out_channels % groups or channels // groups != group_channels:
         raise ValueError(f"conv: {channels} input channels, {out_channels} output channels and "
                          f"weights {w.shape} do not fit groups={groups}")
-    stride, dilation = _per_dim(stride, dims, "stride"), _per_dim(dilation, dims, "dilation")
-    pads = _pads(padding, dims)
-    x = np.pad(x, ((0, 0), (0, 0)) + pads)
-    out = conv_output_shape(x.shape[2:], kernel, stride, 0, dilation)
-    if min(out) < 1:
-        raise ValueError(f"conv: kernel {kernel} with dilation {dilation} does not fit input {x.shape[2:]}")
-    # Windows [N, C, *out, *kernel]: dilated kernel extent, then every stride-th start.
-    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-    windows = sliding_window_view(x, extent, axis=tuple(range(2, 2 + dims)))
-    windows = windows[(slice(None), slice(None))
-                      + tuple(slice(None, None, s) for s in stride)
-                      + tuple(slice(None, None, d) for d in dilation)]
-    windows = windows[(slice(None), slice(None)) + tuple(slice(0, o) for o in out)]
+    windows, out = _windows(x, kernel, stride, padding, dilation)
     # Grouped matmul: [N, g, C/g, *out, *kernel] x [g, K/g, C/g, *kernel].
     windows = windows.reshape((batch, groups, group_channels) + out + kernel)
     w = w.reshape((groups, out_channels // groups, group_channels) + kernel)
