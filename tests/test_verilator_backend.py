@@ -280,6 +280,31 @@ def test_run_rejects_bad_inputs(model, vectors):
         model.run(words, 1, valid_gap=1.0)
 
 
+NARROW = """
+module narrow(input clk, input [39:0] i__payload, input i__valid, output i__ready,
+              output reg [7:0] o__payload, output reg o__valid, input o__ready);
+  assign i__ready = !o__valid || o__ready;
+  initial o__valid = 1'b0;
+  always @(posedge clk)
+    if (i__ready) begin
+      o__valid <= i__valid;
+      o__payload <= i__payload[39:32] ^ i__payload[7:0];
+    end
+endmodule
+"""
+
+
+def test_narrow_ports_without_reset(cache):
+    # 40 bits in (a 64-bit C++ port) and 8 bits out (an 8-bit one), no reset port.
+    model = VerilatorStreamModel(NARROW, top="narrow", reset=None, cache=cache)
+    assert (model.in_words, model.out_words) == (2, 1)
+    rng = np.random.default_rng(5)
+    high, low = rng.integers(0, 256, 300), rng.integers(0, 256, 300)
+    words = pack_fields([(0, 8, low), (32, 8, high)], 40)
+    run = model.run(words, 300, seed=3, valid_gap=0.2, ready_stall=0.2)
+    np.testing.assert_array_equal(unpack_field(run.outputs, 0, 8, False), high ^ low)
+
+
 # ----------------------------------------------------------------------------------
 # Errors and lint
 
