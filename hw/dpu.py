@@ -1,0 +1,154 @@
+"""The DPU: an R x C output-stationary array of PEs behind two streams.
+
+PE (r, c) accumulates one output (output channel k0 + r at output position p0 + c) over
+a layer's reduction vector, one block per cycle. Each transfer on ``steps`` carries one
+reduction step of a whole tile: R weight blocks, shared along the rows, and C
+activation blocks, shared along the columns. The sequencer marks the step after a
+``last`` step as the ``first`` of the next accumulation, fans every step out to all PEs
+at once, and offers the R x C accumulators as one ``tiles`` transfer when the tile's
+last step has passed through. Draining is one transfer, so it never stalls the array
+while the consumer keeps up; the PEs' result registers hold a tile while the next one
+is being computed.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from strum.quant.config import ConfigError, StrumConfig
+
+from .layouts import check_variant, pe_block_layout
+from .pe import StrumPE
+
+__all__ = ["StrumDPU", "dpu_step_layout", "dpu_tile_layout", "MAX_ARRAY_SIDE"]
+
+MAX_ARRAY_SIDE = 64
+_PE_CONTROL_FIELDS = ("act", "first", "last")
+
+
+def _weight_layout(config: StrumConfig, variant: str) -> data.StructLayout:
+    """The weight fields of a PE block (everything but activations and control)."""
+    return data.StructLayout({name: field.shape for name, field in pe_block_layout(config, variant)
+                              if name not in _PE_CONTROL_FIELDS})
+
+
+def dpu_step_layout(config: StrumConfig, variant: str | None, rows: int, cols: int) -> data.StructLayout:
+    """One reduction step of a tile: ``weights`` (R blocks), ``act`` (C blocks), ``last``."""
+    variant = check_variant(config, variant)
+    return data.StructLayout({
+        "weights": data.ArrayLayout(_weight_layout(config, variant), rows),
+        "act": data.ArrayLayout(data.ArrayLayout(signed(config.act_width), config.block_size), cols),
+        "last": unsigned(1),
+    })
+
+
+def dpu_tile_layout(config: StrumConfig, rows: int, cols: int) -> data.ArrayLayout:
+    """The R x C accumulators of a tile: ``tile[r][c]``."""
+    return data.ArrayLayout(data.ArrayLayout(signed(config.acc_width), cols), rows)
+
+
+class StrumDPU(wiring.Component):
+    """An R x C array of :class:`~strum.hw.pe.StrumPE`, output-stationary.
+
+    Parameters
+    ----------
+    config : StrumConfig
+        The PEs' config.
+    rows, cols : int
+        R (output channels per tile) and C (output positions per tile), 1..64.
+    variant, adder_stages, routing
+        Passed to every PE (see :class:`~strum.hw.pe.StrumPE`).
+
+    Attributes
+    ----------
+    steps : In(stream.Signature(dpu_step_layout(config, variant, rows, cols)))
+        One reduction step of a tile per transfer; ``last`` marks a tile's final step.
+    tiles : Out(stream.Signature(dpu_tile_layout(config, rows, cols)))
+        The accumulators of every PE after a tile's last step.
+    latency : int
+        Cycles from the transfer of a tile's last step to ``tiles.valid``: the PE's.
+
+    Raises
+    ------
+    ConfigError
+        For rows or cols out of range, or anything the PE refuses.
+    """
+
+    def __init__(self, *, config: StrumConfig, rows: int = 4, cols: int = 4,
+                 variant: str | None = None, adder_stages: int = 1, routing: str | None = None):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ARRAY_SIDE:
+                raise ConfigError(f"{name} must be an integer from 1 to {MAX_ARRAY_SIDE}, not {value!r}")
+        variant = check_variant(config, variant)
+        pe_options = {"config": config, "variant": variant, "adder_stages": adder_stages}
+        if routing is not None:
+            pe_options["routing"] = routing
+        self._pe_options = pe_options
+        # Build one PE up front so that its parameter checks run before any hardware.
+        self._latency = StrumPE(**pe_options).latency
+        self._config, self._variant, self._rows, self._cols = config, variant, rows, cols
+        super().__init__({
+            "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols))),
+            "tiles": Out(stream.Signature(dpu_tile_layout(config, rows, cols))),
+        })
+
+    @property
+    def config(self) -> StrumConfig:
+        return self._config
+
+    @property
+    def variant(self) -> str:
+        return self._variant
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    @property
+    def latency(self) -> int:
+        return self._latency
+
+    def elaborate(self, platform):
+        m = Module()
+        steps, tiles = self.steps, self.tiles
+        weight_fields = [name for name, _ in _weight_layout(self._config, self._variant)]
+
+        pes = [[StrumPE(**self._pe_options) for _ in range(self._cols)] for _ in range(self._rows)]
+        everyone = [(r, c, pe) for r, row in enumerate(pes) for c, pe in enumerate(row)]
+        for r, c, pe in everyone:
+            m.submodules[f"pe_{r}_{c}"] = pe
+
+        # All PEs take a step together or none does: PE ready never depends on PE valid.
+        all_ready = Signal()
+        m.d.comb += all_ready.eq(Cat(pe.blocks.ready for _, _, pe in everyone).all())
+        m.d.comb += steps.ready.eq(all_ready)
+        take = steps.valid & all_ready
+
+        starting = Signal(init=1)            # the next step opens a new accumulation
+        with m.If(take):
+            m.d.sync += starting.eq(steps.payload.last)
+
+        for r, c, pe in everyone:
+            block = pe.blocks.payload
+            m.d.comb += [
+                pe.blocks.valid.eq(take),
+                block.act.eq(steps.payload.act[c]),
+                block.first.eq(starting),
+                block.last.eq(steps.payload.last),
+            ]
+            m.d.comb += [getattr(block, name).eq(getattr(steps.payload.weights[r], name))
+                         for name in weight_fields]
+
+        # Every PE sees the same steps, so their results are valid in the same cycle.
+        m.d.comb += tiles.valid.eq(Cat(pe.result.valid for _, _, pe in everyone).all())
+        for r, c, pe in everyone:
+            m.d.comb += [tiles.payload[r][c].eq(pe.result.payload),
+                         pe.result.ready.eq(tiles.valid & tiles.ready)]
+        return m
+

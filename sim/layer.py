@@ -1,0 +1,253 @@
+"""Whole layers on the DPU: tiling, streaming, and the comparison with the golden model.
+
+A conv layer's output ``[K, P]`` (P output positions, batch folded in) is cut into
+tiles of R output channels by C positions, per group. A tile takes ``nb`` steps, one
+per block of the reduction vector: step j carries the j-th weight block of each of the
+tile's R channels (from the memory image, :func:`strum.quant.image.unpack_blocks`) and
+the j-th activation block of each of its C positions (:func:`strum.quant.reference.conv_patches`,
+the same reduction order). Rows or columns past the layer's edge get zero blocks; their
+results are dropped. Every accumulator is compared with :func:`strum.quant.reference.conv`
+or :func:`~strum.quant.reference.linear`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from strum.quant.blocks import to_blocks, to_reduction
+from strum.quant.config import StrumConfig
+from strum.quant.errors import InputError
+from strum.quant.image import BlockFields, read_image, unpack_blocks
+from strum.quant.quantize import quantize
+from strum.quant.reference import conv, conv_patches, linear
+
+__all__ = ["LayerJob", "prepare_layer", "schedule", "Schedule", "random_input", "input_shape"]
+
+SUPPORTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class LayerJob:
+    """A layer made ready for the array.
+
+    Attributes
+    ----------
+    name : str
+    config : StrumConfig
+    weights : BlockFields ``[K, nb, ...]``, from the memory image (int8: ``high`` holds
+        all B weights, the mask is all ones).
+    patches : int64 ``[groups, P, nb, B]``: activation blocks of every output position.
+    expected : int64 ``[K, P]``: the golden accumulators.
+    macs : int: the layer's multiply-accumulates, block padding excluded.
+    """
+
+    name: str
+    config: StrumConfig
+    weights: BlockFields
+    patches: np.ndarray
+    expected: np.ndarray
+    macs: int
+
+    @property
+    def groups(self) -> int:
+        return self.patches.shape[0]
+
+    @property
+    def blocks_per_output(self) -> int:
+        return self.patches.shape[2]
+
+
+def input_shape(layer, batch: int = 1, spatial=None) -> tuple[int, ...]:
+    """A plausible input shape for a layer with no real input: ``spatial`` defaults to a
+    size giving a few dozen output positions per channel."""
+    if layer.op == "Conv":
+        channels = layer.weight.shape[1] * layer.attrs.get("group", 1)
+        kernel = layer.weight.shape[2:]
+        if spatial is None:
+            spatial = tuple(max(8, 2 * k) for k in kernel)
+        return (batch, channels) + tuple(spatial)
+    return (batch, layer.weight.shape[1])
+
+
+def random_input(shape, seed: int) -> np.ndarray:
+    """Random int8 activations from a seed."""
+    return np.random.default_rng(seed).integers(-128, 128, size=shape, dtype=np.int64)
+
+
+def _weight_fields(config: StrumConfig, weight: np.ndarray, name: str):
+    quantized = quantize(weight, config, name=name)
+    if config.scheme == "int8":
+        # The int8 PE takes every lane's weight in lane order: no image, no mask.
+        vectors = to_blocks(to_reduction(quantized.w_int), config.block_size)
+        mask = np.ones(vectors.shape, dtype=bool)
+        fields = BlockFields(mask=mask, high=vectors.astype(np.int64),
+                             low_codes=np.zeros(vectors.shape[:-1] + (0,), np.uint8),
+                             shift=np.zeros(vectors.shape[:-1], np.int64))
+    else:
+        image_config, _, blocks = read_image(quantized.packed)
+        fields = unpack_blocks(image_config, blocks)
+    return quantized.w_int.astype(np.int64), fields
+
+
+def prepare_layer(layer, config: StrumConfig, x_int8: np.ndarray) -> LayerJob:
+    """Quantize a layer's weights, lay its input out in blocks, and compute the golden output.
+
+    ``layer`` is a :class:`strum.quant.onnx_io.Layer`; ``x_int8`` its int8 input,
+    ``[N, C, *spatial]`` for Conv, ``[N, C]`` for Gemm and MatMul.
+    """
+    if layer.op not in SUPPORTED_OPS:
+        raise InputError(f"layer {layer.name!r}: operator {layer.op} is not supported on the DPU "
+                         f"(supported: {', '.join(SUPPORTED_OPS)})")
+    x = np.asarray(x_int8, dtype=np.int64)
+    w_int, fields = _weight_fields(config, layer.weight, layer.name)
+    if layer.op == "Conv":
+        attrs = layer.attrs
+        groups = attrs.get("group", 1)
+        expected_channels = layer.weight.shape[1] * groups
+        if x.ndim != layer.weight.ndim or x.shape[1] != expected_channels:
+            raise InputError(f"layer {layer.name!r}: input of shape {x.shape} does not fit weights "
+                             f"{layer.weight.shape} with group={groups} (expected [N, {expected_channels}, ...])")
+        options = dict(stride=attrs.get("strides", 1), padding=attrs.get("pads", 0),
+                       dilation=attrs.get("dilations", 1), groups=groups)
+        patches, out = conv_patches(x, layer.weight.shape[2:], **options)
+        reference = conv(x, w_int, config.acc_width, **options)        # [N, K, *out]
+        expected = np.moveaxis(reference.reshape(x.shape[0], w_int.shape[0], -1), 0, 1)
+        expected = expected.reshape(w_int.shape[0], -1)
+        # Batch folded into the positions: [N, g, P, L] -> [g, N*P, L].
+        patches = np.moveaxis(patches, 0, 1).reshape(groups, -1, patches.shape[-1])
+    else:
+        if x.ndim != 2 or x.shape[1] != layer.weight.shape[1]:
+            raise InputError(f"layer {layer.name!r}: input of shape {x.shape} does not fit weights "
+                             f"{layer.weight.shape} (expected [N, {layer.weight.shape[1]}])")
+        patches = x[None]
+        expected = linear(x, w_int, config.acc_width).T
+    length = patches.shape[-1]
+    blocks = to_blocks(patches.reshape(-1, length), config.block_size)
+    patches = blocks.reshape(patches.shape[:2] + blocks.shape[1:])
+    return LayerJob(name=layer.name, config=config, weights=fields, patches=patches,
+                    expected=expected, macs=int(expected.size) * length)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The step stream of a layer on an R x C array.
+
+    Attributes
+    ----------
+    payload : dict of arrays by :func:`strum.hw.dpu.dpu_step_layout` path, ``[steps, ...]``.
+    channel, position : int64 ``[tiles, R]`` / ``[tiles, C]``: the output channel and
+        position each PE of each tile computes, -1 for padding.
+    """
+
+    payload: dict
+    channel: np.ndarray
+    position: np.ndarray
+
+    @property
+    def tiles(self) -> int:
+        return self.channel.shape[0]
+
+    @property
+    def steps(self) -> int:
+        return len(self.payload["last"])
+
+    def scatter(self, job: LayerJob, tiles: np.ndarray) -> np.ndarray:
+        """Tile results ``[tiles, R, C]`` to the layer's ``[K, P]`` outputs."""
+        result = np.zeros_like(job.expected)
+        rows = np.broadcast_to(self.channel[:, :, None], tiles.shape)
+        cols = np.broadcast_to(self.position[:, None, :], tiles.shape)
+        real = (rows >= 0) & (cols >= 0)
+        result[rows[real], cols[real]] = tiles[real]
+        return result
+
+
+def _tile_indices(count: int, side: int, tiles_other: int, outer: bool):
+    """Index of every row (or column) of every tile; -1 past the edge."""
+    tiles = -(-count // side)
+    index = np.arange(tiles * side).reshape(tiles, side)
+    index = np.where(index < count, index, -1)
+    # Tiles run channel-tile major, position-tile minor.
+    return np.repeat(index, tiles_other, axis=0) if outer else np.tile(index, (tiles_other, 1))
+
+
+def schedule(job: LayerJob, rows: int, cols: int) -> Schedule:
+    """Every step of every tile, as payload arrays (vectorised)."""
+    config, fields = job.config, job.weights
+    channels, positions = job.expected.shape
+    per_group = channels // job.groups
+    nb = job.blocks_per_output
+    channel_tiles, position_tiles = -(-per_group // rows), -(-positions // cols)
+    local_channel = _tile_indices(per_group, rows, position_tiles, outer=True)
+    position = _tile_indices(positions, cols, channel_tiles, outer=False)
+    # One set of tiles per group; channels of group g are g*per_group + local.
+    group = np.repeat(np.arange(job.groups), len(position))
+    channel = np.where(np.tile(local_channel, (job.groups, 1)) >= 0,
+                       np.tile(local_channel, (job.groups, 1)) + group[:, None] * per_group, -1)
+    position = np.tile(position, (job.groups, 1))
+    tiles = len(channel)
+
+    # Padding rows take a zero block (the first H lanes of each group high), padding
+    # columns zero activations: both contribute nothing.
+    pad_fields = _zero_block(config, fields)
+    def gather(array, pad):
+        padded = np.concatenate([array, pad[None]], axis=0)          # index -1 -> pad
+        return padded[channel]                                       # [T, R, nb, ...]
+
+    step_payload = {}
+    for name, array in (("mask", fields.mask), ("high", fields.high),
+                        ("low", fields.low_codes), ("shift", fields.shift)):
+        gathered = gather(array, getattr(pad_fields, _FIELD_ATTR[name]))    # [T, R, nb, ...]
+        gathered = np.moveaxis(gathered, 2, 1).reshape((tiles * nb, rows) + array.shape[2:])
+        step_payload[name] = gathered
+    act = np.concatenate([job.patches, np.zeros((job.groups, 1) + job.patches.shape[2:], np.int64)], axis=1)
+    act = act[group[:, None], position]                              # [T, C, nb, B]
+    act = np.moveaxis(act, 2, 1).reshape(tiles * nb, cols, config.block_size)
+    last = np.tile(np.arange(nb) == nb - 1, tiles).astype(np.int64)
+    payload = _payload_paths(config, step_payload, act, last, rows, cols)
+    return Schedule(payload=payload, channel=channel, position=position)
+
+
+_FIELD_ATTR = {"mask": "mask", "high": "high", "low": "low_codes", "shift": "shift"}
+
+
+def _zero_block(config: StrumConfig, fields: BlockFields) -> BlockFields:
+    """Fields of one all-zero block ``[nb, ...]``, shaped like a channel of ``fields``."""
+    nb = fields.mask.shape[1]
+    if config.scheme == "int8":
+        mask = np.ones((nb, config.block_size), bool)
+    else:
+        lane = np.arange(config.block_size) % config.group_size
+        mask = np.broadcast_to(lane < config.high_per_group, (nb, config.block_size))
+    return BlockFields(mask=mask, high=np.zeros((nb,) + fields.high.shape[2:], np.int64),
+                       low_codes=np.zeros((nb,) + fields.low_codes.shape[2:], np.uint8),
+                       shift=np.zeros(nb, np.int64))
+
+
+def _payload_paths(config, fields, act, last, rows, cols) -> dict:
+    """Step payload by layout path, for :func:`strum.sim.bits.pack_struct`."""
+    payload = {"last": last}
+    lane_bits = np.int64(1) << np.arange(config.block_size, dtype=np.int64)
+    for r in range(rows):
+        prefix = f"weights[{r}]"
+        if config.scheme == "int8":
+            payload[f"{prefix}.weights"] = fields["high"][:, r]
+            continue
+        payload[f"{prefix}.mask"] = (fields["mask"][:, r] * lane_bits).sum(axis=-1)
+        if config.high_lanes:
+            payload[f"{prefix}.high"] = fields["high"][:, r]
+        if config.scheme in ("dliq", "mip2q") and config.low_lanes:
+            payload[f"{prefix}.low"] = fields["low"][:, r].astype(np.int64)
+        if config.scheme == "dliq":
+            payload[f"{prefix}.shift"] = fields["shift"][:, r]
+    for c in range(cols):
+        payload[f"act[{c}]"] = act[:, c]
+    return payload
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
