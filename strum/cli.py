@@ -120,6 +120,24 @@ def _flow(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from strum.quant.evaluate import evaluate, format_table, load_data, plot_report
+
+    data = load_data(args.data)
+    schemes = [spec for item in args.schemes for spec in item.split(",") if spec]
+    base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
+    report = evaluate(args.model, data.images, data.labels, data.calibration, schemes,
+                      base=base, percentile=args.percentile,
+                      weights_only=not args.no_weights_only, data_name=data.name)
+    report["calibration_source"] = data.calibration_source
+    if args.report:
+        _write_json(args.report, report)
+    if args.plot:
+        plot_report(report, args.plot)
+    print(format_table(report))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +164,28 @@ def build_parser() -> argparse.ArgumentParser:
                                                "file, or the OUT.npz of strum quantize)")
     inspect.add_argument("file")
     inspect.set_defaults(run=_inspect)
+
+    from strum.quant.evaluate import DEFAULT_SCHEMES
+    evaluate = verbs.add_parser("eval", help="accuracy of a model under every scheme, with "
+                                             "integer inference as the hardware computes")
+    evaluate.add_argument("model", help="ONNX model")
+    evaluate.add_argument("--data", required=True,
+                          help="'digits', 'mnist' or an .npz with images, labels and an "
+                               "optional calibration array")
+    evaluate.add_argument("--schemes", nargs="+", default=list(DEFAULT_SCHEMES), metavar="SPEC",
+                          help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4 "
+                               f"(default: {' '.join(DEFAULT_SCHEMES)})")
+    evaluate.add_argument("--report", help="R.json")
+    evaluate.add_argument("--plot", help="P.png: top-1 and output SQNR against bits per weight")
+    evaluate.add_argument("--rounding", default="haz", choices=ROUNDINGS,
+                          help="weight and activation rounding (default: haz)")
+    evaluate.add_argument("--acc-width", type=int, default=32, metavar="W",
+                          help="accumulator width in bits (default: 32)")
+    evaluate.add_argument("--percentile", type=float, default=None, metavar="P",
+                          help="calibrate activations to this percentile of |x| (default: max)")
+    evaluate.add_argument("--no-weights-only", action="store_true",
+                          help="skip the weights-only onnxruntime runs")
+    evaluate.set_defaults(run=_eval)
     return parser
 
 

@@ -1,8 +1,9 @@
 """``strum flow``: the most complete pipeline that exists, on one model.
 
 Steps so far: quantize every layer with the chosen config and with the int8 and int4
-baselines beside it. Each step writes its file into the output folder and adds its
-figures to ``flow.json``.
+baselines beside it; on the default model, the accuracy of the chosen config and int8
+with integer inference on the digits test split. Each step writes its file into the
+output folder and adds its figures to ``flow.json``.
 """
 
 from __future__ import annotations
@@ -53,5 +54,29 @@ def run(config: StrumConfig, out_dir: Path, model=None) -> dict:
             / sum(l["weights"] for l in data["layers"]),
         } for scheme, data in schemes.items()
     }
+    summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
+
+
+def _accuracy(config: StrumConfig, model: Path, out_dir: Path) -> dict:
+    """Top-1 of the config and of int8 on the digits test split (default model only)."""
+    from strum.quant.datasets import digits_calibration, digits_test
+    from strum.quant.evaluate import evaluate
+
+    if model.resolve() != default_model().resolve():
+        return {"skipped": f"no evaluation data for {model.name}; run strum eval {model.name} "
+                           f"--data DATA"}
+    images, labels = digits_test()
+    schemes = [config] + ([config.replace(scheme="int8")] if config.scheme != "int8" else [])
+    data = evaluate(model, images, labels, digits_calibration()[0], schemes,
+                    base=config, weights_only=False, data_name="digits")
+    write_report(out_dir / "accuracy.json", data)
+    return {
+        "data": "digits",
+        "images": data["images"],
+        "float_top1": data["float_top1"],
+        "schemes": {label: {key: row[key] for key in
+                            ("top1", "top1_agreement", "output_sqnr_db", "bits_per_weight")}
+                    for label, row in data["schemes"].items()},
+    }
