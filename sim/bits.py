@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
+
+from strum.hw.export import FieldSpec, payload_fields
 
 __all__ = [
     "FieldSpec",
@@ -32,14 +34,6 @@ __all__ = [
 
 _WORD = 32
 _WORD_MASK = np.uint64(0xFFFF_FFFF)
-
-
-class FieldSpec(NamedTuple):
-    """Where a field sits in a payload: ``width`` bits from bit ``offset``."""
-
-    offset: int
-    width: int
-    signed: bool
 
 
 def words_for(width: int) -> int:
@@ -215,58 +209,21 @@ def unpack_field(words: np.ndarray, offset: int, width: int, signed: bool) -> np
     return result
 
 
-def _is_layout(shape: Any):
-    from amaranth.lib import data
-
-    try:
-        return data.Layout.cast(shape)
-    except TypeError:
-        return None
-
-
 def layout_fields(shape: Any) -> dict[str, FieldSpec]:
-    """Position of every leaf field of an Amaranth shape, by path.
-
-    Parameters
-    ----------
-    shape : amaranth ShapeLike or lib.data.Layout
-        A payload shape: a ``lib.data`` layout (struct, union, array, nested, or a
-        ``data.Struct`` class), or a plain shape such as ``signed(32)``.
-
-    Returns
-    -------
-    dict of str to FieldSpec
-        Leaves in layout order, with paths such as ``"act[3]"`` or
-        ``"weights.high[0]"``. A plain shape is a single field with path ``""``.
-        Union members overlap (they all start at their union's offset).
-    """
-    from amaranth.hdl import Shape
-
-    fields: dict[str, FieldSpec] = {}
-
-    def visit(path: str, offset: int, member: Any) -> None:
-        layout = _is_layout(member)
-        if layout is None:
-            leaf = Shape.cast(member)
-            if leaf.width > 0:
-                fields[path] = FieldSpec(offset, leaf.width, leaf.signed)
-            return
-        for key, field in layout:
-            if isinstance(key, int):
-                child = f"{path}[{key}]"
-            else:
-                child = f"{path}.{key}" if path else key
-            visit(child, offset + field.offset, field.shape)
-
-    visit("", 0, shape)
-    return fields
+    """Position of every leaf field of an Amaranth shape, by path: the one walk over
+    layouts, :func:`strum.hw.export.payload_fields` (paths such as ``"act[3]"``)."""
+    return payload_fields(shape)
 
 
 def _shape_width(shape: Any) -> int:
     from amaranth.hdl import Shape
 
-    layout = _is_layout(shape)
-    return layout.size if layout is not None else Shape.cast(shape).width
+    from amaranth.lib import data
+
+    try:
+        return data.Layout.cast(shape).size
+    except TypeError:
+        return Shape.cast(shape).width
 
 
 def pack_struct(shape: Any, values: Mapping[str, Any], *, strict: bool = True) -> np.ndarray:
