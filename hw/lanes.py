@@ -109,9 +109,10 @@ class Mip2qLane(wiring.Component):
         m = Module()
         c = self.code[:self._exp_bits]
         negative = self.code[self._exp_bits]
-        shifted = ((self.act << c) >> 1)[:self._act_width + self._max_exp].as_signed()
-        magnitude = Mux(c == 0, 0, shifted)
-        m.d.comb += self.product.eq(Mux(negative, -magnitude, magnitude))
+        # Negating the 8-bit activation before the shift is narrower than negating after.
+        signed_act = Mux(negative, -self.act, self.act)
+        shifted = ((signed_act << c) >> 1)[:self.product_width].as_signed()
+        m.d.comb += self.product.eq(Mux(c == 0, 0, shifted))
         return m
 
 

@@ -89,15 +89,18 @@ class MaskDecoder(wiring.Component):
                 count = (count + mask[lane])[:_bits(h)]
             return m
 
-        # ones_before[p]: set bits below lane p, each a flat sum (shallow for the simulator).
-        ones_before = [Const(0, 1)]
-        for p in range(1, G):
-            node = Signal(range(p + 1), name=f"ones_before_{p}")
-            m.d.comb += node.eq(sum(mask[i] for i in range(p)))
-            ones_before.append(node)
+        # ones[p]: one-hot count of the set bits below lane p, shifted one place per set
+        # bit (a row of 2:1 multiplexers per lane, shared between rows in synthesis).
+        # Each row is one expression of the mask, so the simulator settles it at once.
+        onehot, ones_rows = Const(1, 1), []
+        for p in range(G):
+            row = Signal(h + 1, name=f"ones_{p}")
+            m.d.comb += row.eq(onehot)
+            ones_rows.append(row)
+            onehot = (onehot << mask[p])[:h + 1]
 
         def ones(p, c):
-            return ones_before[p] == c if max(0, p - l) <= c <= min(p, h) else Const(0, 1)
+            return ones_rows[p][c] if max(0, p - l) <= c <= min(p, h) else Const(0, 1)
 
         def high_hit(r, j):        # lane r + j is the r-th set bit
             p = r + j

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from .mask_decoder import MaskDecoder
 
-__all__ = ["ActivationRouter", "ROUTINGS"]
+__all__ = ["ActivationRouter", "ROUTINGS", "network_plan"]
 
 ROUTINGS = ("network", "onehot", "window", "full")
 _ENCODING = {"network": "count", "onehot": "onehot", "window": "offset", "full": "position"}
@@ -138,22 +138,50 @@ class ActivationRouter(wiring.Component):
     def _compact(self, m, kind, items, keep, moves, stages):
         """Move each kept item towards 0 by its ``moves`` count, one stage per bit."""
         G = self.group_size
+        kept = self.high_lanes if kind == "high" else self.low_lanes
+        plan = network_plan(G, kept, stages)
         for stage in range(stages):
             step = 1 << stage
             new_items, new_keep, new_moves = [], [], []
             for p in range(G):
                 src = p + step
-                leaves = keep[p] & moves[p][stage]
-                if src < G:
-                    arrives = keep[src] & moves[src][stage]
+                can_stay, can_arrive = plan[stage][p]
+                arrives = keep[src] & moves[src][stage] if can_arrive else 0
+                stays = keep[p] & ~moves[p][stage] if can_stay else 0
+                if can_stay and can_arrive:
                     item = Signal(signed(self.act_width), name=f"{kind}_s{stage}_p{p}")
                     m.d.comb += item.eq(Mux(arrives, items[src], items[p]))
                     new_items.append(item)
-                    new_keep.append(arrives | (keep[p] & ~leaves))
                     new_moves.append(Mux(arrives, moves[src], moves[p]))
-                else:
+                elif can_arrive:
+                    new_items.append(items[src])
+                    new_moves.append(moves[src])
+                else:                        # stays, or nothing valid ever gets here
                     new_items.append(items[p])
-                    new_keep.append(keep[p] & ~leaves)
                     new_moves.append(moves[p])
+                new_keep.append(arrives | stays)
             items, keep, moves = new_items, new_keep, new_moves
         return items
+
+
+def network_plan(group_size: int, kept: int, stages: int) -> list[list[tuple[bool, bool]]]:
+    """For each stage and lane of a compaction network: (an item can stay, one can arrive).
+
+    A kept item i with d other items before it exists for every
+    ``max(0, i - kept + 1) <= d <= min(i, group_size - kept)``; after stages 0..k-1 it
+    is at ``i - (d mod 2**k)``. A lane needs a multiplexer only where both can happen.
+    """
+    others = group_size - kept
+    items = [(i, d) for i in range(group_size)
+             for d in range(max(0, i - kept + 1), min(i, others) + 1)]
+    plan = []
+    for stage in range(stages):
+        can_stay, can_arrive = [False] * group_size, [False] * group_size
+        for i, d in items:
+            at = i - (d % (1 << stage))
+            if d >> stage & 1:
+                can_arrive[at - (1 << stage)] = True
+            else:
+                can_stay[at] = True
+        plan.append(list(zip(can_stay, can_arrive)))
+    return plan
