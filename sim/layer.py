@@ -24,7 +24,8 @@ from strum.quant.image import BlockFields, read_image, unpack_blocks
 from strum.quant.quantize import quantize
 from strum.quant.reference import conv, conv_patches, linear
 
-__all__ = ["LayerJob", "prepare_layer", "schedule", "Schedule", "random_input", "input_shape"]
+__all__ = ["LayerJob", "prepare_layer", "schedule", "Schedule", "random_input", "input_shape",
+           "run_dpu", "simulate_layer", "BACKENDS"]
 
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -60,16 +61,23 @@ class LayerJob:
         return self.patches.shape[2]
 
 
-def input_shape(layer, batch: int = 1, spatial=None) -> tuple[int, ...]:
-    """A plausible input shape for a layer with no real input: ``spatial`` defaults to a
-    size giving a few dozen output positions per channel."""
-    if layer.op == "Conv":
-        channels = layer.weight.shape[1] * layer.attrs.get("group", 1)
-        kernel = layer.weight.shape[2:]
-        if spatial is None:
-            spatial = tuple(max(8, 2 * k) for k in kernel)
-        return (batch, channels) + tuple(spatial)
-    return (batch, layer.weight.shape[1])
+#: Output positions per spatial axis of a random input: 64 for 1-D, 8 x 8 for 2-D.
+RANDOM_OUTPUT_SIDE = {1: 64, 2: 8, 3: 4}
+
+
+def input_shape(layer, batch: int = 1) -> tuple[int, ...]:
+    """An input shape for a layer with no real input: large enough for
+    :data:`RANDOM_OUTPUT_SIDE` output positions per axis before padding."""
+    if layer.op != "Conv":
+        return (batch, layer.weight.shape[1])
+    attrs = layer.attrs
+    channels = layer.weight.shape[1] * attrs.get("group", 1)
+    kernel = layer.weight.shape[2:]
+    side = RANDOM_OUTPUT_SIDE.get(len(kernel), 4)
+    strides = attrs.get("strides", (1,) * len(kernel))
+    dilations = attrs.get("dilations", (1,) * len(kernel))
+    spatial = [(side - 1) * s + d * (k - 1) + 1 for k, s, d in zip(kernel, strides, dilations)]
+    return (batch, channels) + tuple(spatial)
 
 
 def random_input(shape, seed: int) -> np.ndarray:
@@ -173,7 +181,7 @@ def _tile_indices(count: int, side: int, tiles_other: int, outer: bool):
     return np.repeat(index, tiles_other, axis=0) if outer else np.tile(index, (tiles_other, 1))
 
 
-def schedule(job: LayerJob, rows: int, cols: int) -> Schedule:
+def schedule(job: LayerJob, rows: int, cols: int, variant: str | None = None) -> Schedule:
     """Every step of every tile, as payload arrays (vectorised)."""
     config, fields = job.config, job.weights
     channels, positions = job.expected.shape
@@ -247,7 +255,134 @@ def _payload_paths(config, fields, act, last, rows, cols) -> dict:
     return payload
 
 
-def timed(function, *args, **kwargs):
+BACKENDS = ("amaranth", "verilator")
+#: Tiles per simulator call: the granularity of the progress bar.
+TILES_PER_CHUNK = 512
+
+
+def _tile_array(fields: dict, rows: int, cols: int) -> np.ndarray:
+    """Unpacked ``tile[r][c]`` leaves to ``[tiles, R, C]``."""
+    return np.stack([np.stack([fields[f"[{r}][{c}]"] for c in range(cols)], axis=-1)
+                     for r in range(rows)], axis=1)
+
+
+def run_dpu(dpu, plan: Schedule, nb: int, *, backend: str = "verilator", seed: int | None = None,
+            progress: bool = False, vcd=None):
+    """Stream a schedule through a DPU: (tile results ``[tiles, R, C]``, cycles).
+
+    ``seed`` adds random backpressure on both streams (valid gaps, ready drops).
+    """
+    from tqdm import tqdm
+
+    from strum.hw.dpu import dpu_step_layout, dpu_tile_layout
+
+    from .bits import pack_struct, unpack_struct
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    config = dpu.config
+    step_layout = dpu_step_layout(config, dpu.variant, dpu.rows, dpu.cols)
+    tile_layout = dpu_tile_layout(config, dpu.rows, dpu.cols)
+    words = pack_struct(step_layout, plan.payload)
+    stalls = dict(valid_gap=0.2, ready_stall=0.2) if seed is not None else {}
+    if backend == "verilator":
+        from .verilator_backend import VerilatorStreamModel
+        model = VerilatorStreamModel.from_component(dpu, name="strum_dpu")
+        def simulate(chunk, tiles, chunk_seed):
+            run = model.run(chunk, tiles, seed=chunk_seed, vcd=vcd, **stalls)
+            return run.outputs, run.cycles
+    else:
+        from .amaranth_backend import run_stream
+        def simulate(chunk, tiles, chunk_seed):
+            run = run_stream(dpu, chunk, tiles, in_port="steps", out_port="tiles",
+                             backpressure_seed=chunk_seed if stalls else None, vcd=vcd)
+            return run.outputs, run.cycles
+    outputs, cycles = [], 0
+    chunks = range(0, plan.tiles, TILES_PER_CHUNK if vcd is None else plan.tiles)
+    for index, start in enumerate(tqdm(chunks, disable=not progress, unit="chunk",
+                                       desc=f"{backend} {plan.tiles} tiles")):
+        stop = min(start + TILES_PER_CHUNK if vcd is None else plan.tiles, plan.tiles)
+        chunk_seed = None if seed is None else seed + index
+        out, chunk_cycles = simulate(words[start * nb:stop * nb], stop - start, chunk_seed or 0)
+        outputs.append(out)
+        cycles += chunk_cycles
+    fields = unpack_struct(tile_layout, np.concatenate(outputs))
+    return _tile_array(fields, dpu.rows, dpu.cols), cycles
+
+
+def layer_inputs(model, config: StrumConfig, data, batch: int) -> dict:
+    """Every quantized layer's real int8 input, from integer inference on ``batch``
+    images of ``data`` (``digits``, ``mnist`` or an ``.npz``; see
+    :func:`strum.quant.evaluate.load_data`)."""
+    from strum.quant.evaluate import load_data
+    from strum.quant.inference import trace_layers
+
+    loaded = load_data(data)
+    traces = trace_layers(model, config, loaded.images[:batch], loaded.calibration)
+    return {trace.name: trace.x_int8 for trace in traces}
+
+
+def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "verilator",
+                          seed: int = 0, data=None, batch: int = 1, backpressure: bool = False,
+                          vcd=None, progress: bool = True) -> list[dict]:
+    """``strum simulate layer``: one layer (or ``"all"``) of an ONNX model through a DPU.
+
+    ``hardware`` holds the StrumDPU keywords (config, rows, cols, variant, ...). Inputs
+    are the layers' real int8 inputs when ``data`` names a data set, else random int8
+    from ``seed``.
+    """
+    from strum.quant.onnx_io import find_layer, load_layers
+
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    layers = load_layers(model)
+    chosen = layers if layer == "all" else [find_layer(layers, layer)]
+    for candidate in chosen:
+        if candidate.op not in SUPPORTED_OPS:
+            raise InputError(f"layer {candidate.name!r}: operator {candidate.op} is not supported "
+                             f"on the DPU (supported: {', '.join(SUPPORTED_OPS)})")
+    config = hardware["config"]
+    inputs = layer_inputs(model, config, data, batch) if data is not None else {}
+    reports = []
+    for index, candidate in enumerate(chosen):
+        x = inputs.get(candidate.name)
+        if x is None:
+            x = random_input(input_shape(candidate, batch), seed + index)
+        job = prepare_layer(candidate, config, x)
+        reports.append(simulate_layer(job, **{k: v for k, v in hardware.items() if k != "config"},
+                                      backend=backend, seed=seed if backpressure else None,
+                                      progress=progress, vcd=vcd))
+        reports[-1]["input"] = "real" if candidate.name in inputs else "random"
+    return reports
+
+
+def simulate_layer(job: LayerJob, *, rows: int = 4, cols: int = 4, backend: str = "verilator",
+                   variant: str | None = None, seed: int | None = None, progress: bool = False,
+                   vcd=None, adder_stages: int = 1, routing: str | None = None) -> dict:
+    """Run a prepared layer through a DPU and compare every output with the golden model.
+
+    Returns the report ``{"layer", "backend", "macs", "outputs", "mismatches", "cycles",
+    "utilization", "seconds"}``; a mismatch also adds ``"first_mismatch"``.
+    """
+    from strum.hw.dpu import StrumDPU
+
     start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
+    dpu = StrumDPU(config=job.config, rows=rows, cols=cols, variant=variant,
+                   adder_stages=adder_stages, routing=routing)
+    plan = schedule(job, rows, cols, dpu.variant)
+    tiles, cycles = run_dpu(dpu, plan, job.blocks_per_output, backend=backend, seed=seed,
+                            progress=progress, vcd=vcd)
+    got = plan.scatter(job, tiles)
+    wrong = np.argwhere(got != job.expected)
+    report = {
+        "layer": job.name, "backend": backend, "macs": job.macs, "outputs": int(job.expected.size),
+        "mismatches": int(len(wrong)), "cycles": int(cycles),
+        "utilization": job.macs / (rows * cols * job.config.block_size * cycles),
+        "seconds": time.perf_counter() - start,
+    }
+    if len(wrong):
+        channel, position = (int(v) for v in wrong[0])
+        report["first_mismatch"] = {"channel": channel, "position": position,
+                                    "expected": int(job.expected[channel, position]),
+                                    "got": int(got[channel, position])}
+    return report

@@ -619,7 +619,6 @@ class VerilatorStreamModel:
         The payload shapes are kept as ``in_shape``/``out_shape`` for
         :func:`strum.sim.bits.pack_struct`.
         """
-        from amaranth.back import verilog
         from amaranth.hdl import Shape
         from amaranth.lib import stream, wiring
 
@@ -640,7 +639,9 @@ class VerilatorStreamModel:
             chosen.append(given)
         shapes = [component.signature.members[port].signature.members["payload"].shape
                   for port in chosen]
-        text = verilog.convert(component, name=name, strip_internal_attrs=True)
+        from strum.hw.export import to_verilog
+
+        text = to_verilog(component, name)
 
         def width(shape):
             from amaranth.lib import data

@@ -53,6 +53,32 @@ def _config(args) -> StrumConfig:
                        acc_width=args.acc_width, max_reduction_length=args.max_reduction)
 
 
+def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) -> None:
+    from strum.hw.router import ROUTINGS
+
+    _add_config_options(parser, schemes=("dliq", "mip2q", "zero", "int8"))
+    group = parser.add_argument_group("hardware")
+    group.add_argument("--variant", choices=("static", "dynamic"), default=None,
+                       help="StruM PE variant (default: static; scheme int8 builds the int8 PE)")
+    group.add_argument("--adder-stages", type=int, default=1, metavar="N",
+                       help="pipeline registers in the adder tree (default: 1)")
+    group.add_argument("--routing", choices=ROUTINGS, default=None,
+                       help="activation routing of the static PE (default: the PE's)")
+    if array:
+        group.add_argument("--rows", type=int, default=4, metavar="R", help="array rows (default: 4)")
+        group.add_argument("--cols", type=int, default=4, metavar="C", help="array columns (default: 4)")
+
+
+def _hardware(args) -> dict:
+    """Keyword arguments of StrumPE / StrumDPU from the options."""
+    options = {"config": _config(args), "variant": args.variant, "adder_stages": args.adder_stages}
+    if args.routing is not None:
+        options["routing"] = args.routing
+    if hasattr(args, "rows"):
+        options.update(rows=args.rows, cols=args.cols)
+    return options
+
+
 def _write_json(path, data) -> None:
     from strum.quant.model import write_report
     write_report(path, data)
@@ -111,6 +137,67 @@ def _inspect(args) -> int:
     return 0
 
 
+def _generate(args) -> int:
+    from strum.hw.export import write_design
+
+    options = _hardware(args)
+    if args.kind == "pe":
+        from strum.hw.pe import StrumPE
+        component = StrumPE(**options)
+    else:
+        from strum.hw.dpu import StrumDPU
+        component = StrumDPU(**options)
+    described = {"config": options["config"].to_dict(), "kind": args.kind,
+                 "variant": component.variant, "adder_stages": args.adder_stages,
+                 "latency": component.latency}
+    if args.kind == "dpu":
+        described.update(rows=args.rows, cols=args.cols)
+    paths = write_design(component, args.kind, Path(args.output), described)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def _print_mismatch(report) -> None:
+    bad = report.get("first_mismatch")
+    if bad is None:
+        return
+    print(f"first mismatch: {json.dumps({k: v for k, v in bad.items() if k != 'blocks'})}",
+          file=sys.stderr)
+    for block in bad.get("blocks", []):
+        print(f"  {json.dumps(block)}", file=sys.stderr)
+
+
+def _simulate(args) -> int:
+    if args.kind == "pe":
+        from strum.hw.pe import StrumPE
+        from strum.sim.cosim import simulate_pe
+
+        options = _hardware(args)
+        pe = StrumPE(**options)
+        report = simulate_pe(options["config"], vectors=args.vectors, seed=args.seed,
+                             backend=args.backend, vcd=args.vcd, backpressure=args.backpressure, pe=pe)
+        print(f"{report['backend']}: {report['vectors']} blocks, {report['results']} results, "
+              f"{report['mismatches']} mismatches, {report['cycles']} cycles, {report['seconds']:.1f} s")
+        reports = [report]
+    else:
+        from strum.sim.layer import simulate_model_layers
+
+        options = _hardware(args)
+        reports = simulate_model_layers(args.model, args.layer, options, backend=args.backend,
+                                        seed=args.seed, data=args.data, batch=args.batch,
+                                        backpressure=args.backpressure, vcd=args.vcd)
+        for report in reports:
+            print(f"{report['layer']}: {report['macs']} MACs, {report['outputs']} outputs, "
+                  f"{report['mismatches']} mismatches, {report['cycles']} cycles, "
+                  f"utilization {report['utilization']:.2f}, {report['seconds']:.1f} s")
+    if args.report:
+        _write_json(args.report, reports[0] if args.kind == "pe" or args.layer != "all" else reports)
+    for report in reports:
+        _print_mismatch(report)
+    return 1 if any(report["mismatches"] for report in reports) else 0
+
+
 def _flow(args) -> int:
     from strum import flow
 
@@ -164,6 +251,37 @@ def build_parser() -> argparse.ArgumentParser:
                                                "file, or the OUT.npz of strum quantize)")
     inspect.add_argument("file")
     inspect.set_defaults(run=_inspect)
+
+    generate = verbs.add_parser("generate", help="write the Verilog of a PE or a DPU")
+    kinds = generate.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
+    for kind, text in (("pe", "one processing element"), ("dpu", "an R x C array of PEs")):
+        sub = kinds.add_parser(kind, help=text)
+        _add_hardware_options(sub, array=kind == "dpu")
+        sub.add_argument("-o", "--output", required=True, metavar="DIR",
+                         help=f"writes DIR/strum_{kind}.v, DIR/interface.json, DIR/config.json")
+        sub.set_defaults(run=_generate)
+
+    simulate = verbs.add_parser("simulate", help="co-simulate the RTL against the golden model")
+    kinds = simulate.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
+    pe = kinds.add_parser("pe", help="random blocks through one PE")
+    _add_hardware_options(pe)
+    pe.add_argument("--vectors", type=int, default=10000, metavar="N", help="blocks (default: 10000)")
+    layer = kinds.add_parser("layer", help="whole layers of an ONNX model through a DPU")
+    layer.add_argument("model", help="ONNX model")
+    layer.add_argument("--layer", required=True, metavar="NAME", help="a layer name, or all")
+    layer.add_argument("--data", default=None,
+                       help="real inputs: digits, mnist or an .npz of images (default: random int8)")
+    layer.add_argument("--batch", type=int, default=1, metavar="N",
+                       help="images (or random inputs) per layer (default: 1)")
+    _add_hardware_options(layer, array=True)
+    for sub in (pe, layer):
+        sub.add_argument("--backend", choices=("amaranth", "verilator"), default="verilator")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--backpressure", action="store_true",
+                         help="random valid gaps and ready drops on both streams, from the seed")
+        sub.add_argument("--vcd", default=None, metavar="FILE", help="write a waveform")
+        sub.add_argument("--report", default=None, metavar="R.json")
+        sub.set_defaults(run=_simulate)
 
     from strum.quant.evaluate import DEFAULT_SCHEMES
     evaluate = verbs.add_parser("eval", help="accuracy of a model under every scheme, with "
