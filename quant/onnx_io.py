@@ -273,6 +273,26 @@ def _load_onnx(path: Path) -> list[Layer]:
             for layer, name in zip(reader.found, names)]
 
 
+def node_operator(path, name: str) -> str | None:
+    """The operator of the ONNX node called ``name`` (subgraphs included), or None."""
+    import onnx
+
+    def search(graph):
+        for node in graph.node:
+            if node.name == name:
+                return node.op_type
+            for attribute in node.attribute:
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    found = search(sub)
+                    if found:
+                        return found
+        return None
+
+    if Path(path).suffix.lower() != ".onnx":
+        return None
+    return search(onnx.load(str(path)).graph)
+
+
 def _renamed(layer: Layer, name: str) -> Layer:
     import dataclasses
     return dataclasses.replace(layer, name=name)

@@ -331,11 +331,17 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
     are the layers' real int8 inputs when ``data`` names a data set, else random int8
     from ``seed``.
     """
-    from strum.quant.onnx_io import find_layer, load_layers
+    from strum.quant.onnx_io import find_layer, load_layers, node_operator
 
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
     layers = load_layers(model)
+    if layer != "all" and layer not in {candidate.name for candidate in layers}:
+        operator = node_operator(model, layer)
+        if operator is not None:
+            raise InputError(f"layer {layer!r} is a {operator} node: operator {operator} is not "
+                             f"supported on the DPU (supported: {', '.join(SUPPORTED_OPS)} with "
+                             f"constant weights)")
     chosen = layers if layer == "all" else [find_layer(layers, layer)]
     for candidate in chosen:
         if candidate.op not in SUPPORTED_OPS:
