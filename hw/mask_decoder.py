@@ -15,9 +15,9 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["MaskDecoder", "ENCODINGS"]
 
-#: Select encodings: ``onehot`` window selects, binary ``offset`` in the window,
-#: absolute ``position`` in the group, or the ``count`` of set bits before each lane.
-ENCODINGS = ("onehot", "offset", "position", "count")
+#: Select encodings: ``onehot`` window selects, the binary ``position`` in the group, or
+#: the ``count`` of set bits before each lane.
+ENCODINGS = ("onehot", "position", "count")
 
 
 def _bits(n: int) -> int:
@@ -44,8 +44,6 @@ class MaskDecoder(wiring.Component):
         Bit j of element r: high lane r takes lane r + j.
     low_select : Out(ArrayLayout(unsigned(h + 1), l)) (``onehot``)
         Bit j of element r: low lane r takes lane r + j.
-    high_offset, low_offset : Out(ArrayLayout(unsigned(..), h or l)) (``offset``)
-        The same j, binary.
     high_position, low_position : Out(ArrayLayout(unsigned(..), h or l)) (``position``)
         The lane r + j, binary.
     ones_before : Out(ArrayLayout(unsigned(..), G)) (``count``)
@@ -67,9 +65,6 @@ class MaskDecoder(wiring.Component):
         if encoding == "onehot":
             ports["high_select"] = Out(data.ArrayLayout(unsigned(l + 1), h))
             ports["low_select"] = Out(data.ArrayLayout(unsigned(h + 1), l))
-        elif encoding == "offset":
-            ports["high_offset"] = Out(data.ArrayLayout(unsigned(_bits(l)), h))
-            ports["low_offset"] = Out(data.ArrayLayout(unsigned(_bits(h)), l))
         elif encoding == "position":
             ports["high_position"] = Out(data.ArrayLayout(unsigned(_bits(G - 1)), h))
             ports["low_position"] = Out(data.ArrayLayout(unsigned(_bits(G - 1)), l))
@@ -119,11 +114,9 @@ class MaskDecoder(wiring.Component):
                     for j, value in enumerate(hits):
                         m.d.comb += port[r][j].eq(value)
                     continue
-                base = 0 if self.encoding == "offset" else r
-                port = getattr(self, f"{kind}_{self.encoding}")
-                width = len(port[r])
-                for bit in range(width):
-                    terms = [value for j, value in enumerate(hits) if (base + j) >> bit & 1]
+                port = getattr(self, f"{kind}_position")
+                for bit in range(len(port[r])):
+                    terms = [value for j, value in enumerate(hits) if (r + j) >> bit & 1]
                     m.d.comb += port[r][bit].eq(_any(terms))
         return m
 

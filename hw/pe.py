@@ -79,7 +79,7 @@ class StrumPE(wiring.Component):
     """
 
     def __init__(self, *, config: StrumConfig, variant: str | None = None, adder_stages: int = 1,
-                 routing: str = "network"):
+                 routing: str = "onehot"):
         variant = check_variant(config, variant)
         if (not isinstance(adder_stages, int) or isinstance(adder_stages, bool)
                 or not 0 <= adder_stages <= MAX_ADDER_STAGES):

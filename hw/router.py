@@ -6,20 +6,20 @@ order: exactly the order of the compacted weights of the memory image.
 
 Routing styles (``docs/pe-design.md`` has their measured areas):
 
+``onehot`` (default)
+    Per lane, an AND-OR multiplexer over its window (l + 1 activations for a high lane,
+    h + 1 for a low lane) driven by one-hot selects from the mask decoder. The smallest
+    in standard cells (AND-OR maps to AOI gates).
 ``network``
     A log-depth compaction network: every high activation moves towards lane 0 by the
     number of low lanes before it, one stage of 2:1 multiplexers per bit of that count
     (1, 2, 4, ... lanes), least significant first; the low activations likewise by the
     number of high lanes before them. Movements never collide because the counts never
-    decrease along the block.
-``onehot``
-    Per lane, an AND-OR multiplexer over its window (l + 1 activations for a high lane,
-    h + 1 for a low lane) driven by one-hot selects.
-``window``
-    Per lane, a binary tree of 2:1 multiplexers over its window.
+    decrease along the block, and multiplexers that can only ever see one input are
+    left out (:func:`network_plan`). Fewest multiplexers: the smallest in 2-input gates.
 ``full``
-    Per lane, a binary tree over all G activations of the group (the prototype's
-    datapath of method section 8).
+    Per lane, a binary tree over all G activations of the group: the prototype's
+    datapath of method section 8, kept as the reference point.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from .mask_decoder import MaskDecoder
 
 __all__ = ["ActivationRouter", "ROUTINGS", "network_plan"]
 
-ROUTINGS = ("network", "onehot", "window", "full")
-_ENCODING = {"network": "count", "onehot": "onehot", "window": "offset", "full": "position"}
+ROUTINGS = ("onehot", "network", "full")
+_ENCODING = {"network": "count", "onehot": "onehot", "full": "position"}
 
 
 def mux_tree(select, items):
@@ -80,7 +80,7 @@ class ActivationRouter(wiring.Component):
         ``route_low``).
     """
 
-    def __init__(self, *, group_size: int, high: int, act_width: int, routing: str = "network",
+    def __init__(self, *, group_size: int, high: int, act_width: int, routing: str = "onehot",
                  route_low: bool = True):
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
@@ -128,8 +128,6 @@ class ActivationRouter(wiring.Component):
                 if self.routing == "onehot":
                     select = getattr(decoder, f"{kind}_select")[r]
                     value = and_or(select, act[r:r + span + 1], self.act_width)
-                elif self.routing == "window":
-                    value = mux_tree(getattr(decoder, f"{kind}_offset")[r], act[r:r + span + 1])
                 else:
                     value = mux_tree(getattr(decoder, f"{kind}_position")[r], act)
                 m.d.comb += port[r].eq(value)
@@ -149,17 +147,23 @@ class ActivationRouter(wiring.Component):
                 arrives = keep[src] & moves[src][stage] if can_arrive else 0
                 stays = keep[p] & ~moves[p][stage] if can_stay else 0
                 if can_stay and can_arrive:
+                    # Signals, not expressions: the control would otherwise grow
+                    # exponentially with the stages when the simulator inlines it.
                     item = Signal(signed(self.act_width), name=f"{kind}_s{stage}_p{p}")
-                    m.d.comb += item.eq(Mux(arrives, items[src], items[p]))
+                    move = Signal(len(moves[p]), name=f"{kind}_s{stage}_p{p}_moves")
+                    m.d.comb += [item.eq(Mux(arrives, items[src], items[p])),
+                                 move.eq(Mux(arrives, moves[src], moves[p]))]
                     new_items.append(item)
-                    new_moves.append(Mux(arrives, moves[src], moves[p]))
+                    new_moves.append(move)
                 elif can_arrive:
                     new_items.append(items[src])
                     new_moves.append(moves[src])
                 else:                        # stays, or nothing valid ever gets here
                     new_items.append(items[p])
                     new_moves.append(moves[p])
-                new_keep.append(arrives | stays)
+                keep_next = Signal(name=f"{kind}_s{stage}_p{p}_keep")
+                m.d.comb += keep_next.eq(arrives | stays)
+                new_keep.append(keep_next)
             items, keep, moves = new_items, new_keep, new_moves
         return items
 

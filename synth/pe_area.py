@@ -4,7 +4,7 @@
 the int8 PE of the same block size, adder pipeline and accumulator; ``docs/pe-design.md``
 records the figures. Example::
 
-    python -m strum.synth.pe_area --scheme dliq mip2q --group-size 16 8 4 --routing network window
+    python -m strum.synth.pe_area --scheme dliq mip2q --group-size 16 8 4 --routing onehot network
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .yosys_quick import find_osu018_liberty, generic_area
 __all__ = ["pe_area"]
 
 
-def pe_area(config: StrumConfig, *, variant: str | None = None, routing: str = "network",
+def pe_area(config: StrumConfig, *, variant: str | None = None, routing: str = "onehot",
             adder_stages: int = 1, liberty=None) -> dict:
     """:func:`generic_area` of one PE (top module ``pe``)."""
     pe = StrumPE(config=config, variant=variant, adder_stages=adder_stages, routing=routing)
@@ -47,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--high-lanes", type=int, default=None, help="default: block_size / 2")
     parser.add_argument("--group-size", type=int, nargs="+", default=[16])
-    parser.add_argument("--routing", nargs="+", default=["network"], choices=ROUTINGS)
+    parser.add_argument("--routing", nargs="+", default=["onehot"], choices=ROUTINGS)
     parser.add_argument("--adder-stages", type=int, default=1)
     parser.add_argument("--acc-width", type=int, default=32)
     parser.add_argument("--no-liberty", action="store_true", help="skip the OSU 0.18 um mapping")
