@@ -225,6 +225,131 @@ def _eval(args) -> int:
     return 0
 
 
+
+def _add_synth_options(parser: argparse.ArgumentParser) -> None:
+    from strum.synth.flows import DEFAULT_SEEDS, DEFAULT_TARGET_MHZ, FLOWS
+
+    group = parser.add_argument_group("synthesis")
+    group.add_argument("--flow", choices=FLOWS, default="generic",
+                       help="generic: cells, transistors; asic: um^2 on a Liberty library; "
+                            "ice40/ecp5: LUTs and Fmax (default: generic)")
+    group.add_argument("--liberty", default=None, metavar="FILE",
+                       help="Liberty library of the asic flow (default: OSU 0.18 um from the "
+                            "Debian package qflow-tech-osu018)")
+    group.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+                       help=f"nextpnr seeds of the FPGA flows (default: {DEFAULT_SEEDS})")
+    group.add_argument("--target-mhz", type=float, default=DEFAULT_TARGET_MHZ, metavar="F",
+                       help=f"nextpnr target clock (default: {DEFAULT_TARGET_MHZ})")
+    group.add_argument("--flatten", action="store_true",
+                       help="optimise across the hierarchy (no breakdown by part)")
+    group.add_argument("--booth", action="store_true", help="Booth multipliers (generic, asic)")
+    group.add_argument("--no-cache", action="store_true", help="synthesize even if cached")
+
+
+def _synth_options(args) -> dict:
+    return {"liberty": args.liberty, "seeds": args.seeds, "target_mhz": args.target_mhz,
+            "flatten": args.flatten, "booth": args.booth, "cache": not args.no_cache}
+
+
+def _synth(args) -> int:
+    from strum.synth.compare import comparison_table, compare
+    from strum.synth.designs import Design
+    from strum.synth.reports import breakdown_markdown
+    from strum.synth.flows import synthesize
+    from strum.synth.tools import SynthError, ToolMissing
+    from strum.quant.files import write_text
+
+    options = _hardware(args)
+    design = Design(kind="dpu" if args.kind == "dpu" else "pe", config=options["config"],
+                    variant=args.variant, adder_stages=args.adder_stages, routing=args.routing,
+                    rows=getattr(args, "rows", 1), cols=getattr(args, "cols", 1))
+    try:
+        if getattr(args, "board", None):
+            from strum.synth.boards import build_board
+            summary = build_board(design, args.board, Path(args.output), seed=args.seeds)
+            print(json.dumps({key: summary[key] for key in ("board", "device", "bitstream",
+                                                             "fmax_mhz", "utilization")}, indent=1))
+            return 0
+        if args.kind == "compare":
+            result = compare(design, args.flow, **_synth_options(args))
+            if args.report:
+                _write_json(args.report, result)
+            text = comparison_table(result, args.format)
+            if args.output:
+                write_text(args.output, text)
+            print(text, end="")
+            return 0
+        report = synthesize(design, args.flow, **_synth_options(args))
+    except SynthError as error:
+        print(f"strum synth: error: {error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, ToolMissing) else 1
+    if args.report:
+        _write_json(args.report, report)
+    print(breakdown_markdown(report), end="")
+    return 0
+
+
+def _comma_list(text, convert=str):
+    if text is None:
+        return [None]
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    try:
+        return [None if item == "default" else convert(item) for item in items]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of {convert.__name__}") from None
+
+
+def _array_size(text: str) -> tuple[int, int]:
+    rows, _, cols = text.lower().partition("x")
+    if not (rows.isdigit() and cols.isdigit()):
+        raise ValueError(f"array size must be RxC like 4x4, not {text!r}")
+    return int(rows), int(cols)
+
+
+def _sweep(args) -> int:
+    from strum.synth.sweep import grid, model_layers, plot_front, run_sweep, write_csv
+    from strum.synth.tools import SynthError, ToolMissing
+
+    designs, skipped = grid(
+        schemes=_comma_list(args.scheme), blocks=_comma_list(args.block, int),
+        highs=_comma_list(args.high, int), groups=_comma_list(args.group, int),
+        variants=_comma_list(args.variant), routings=_comma_list(args.routing),
+        arrays=[_array_size(a) for a in _comma_list(args.array)], rounding=args.rounding,
+        acc_width=args.acc_width, adder_stages=args.adder_stages)
+    for note in skipped:
+        print(f"skipped {note}", file=sys.stderr)
+    if not designs:
+        raise ValueError("the sweep's grid holds no valid design")
+    layers = None if args.model == "none" else model_layers(args.model)
+    client = executor = None
+    try:
+        if args.dask:
+            from distributed import Client, LocalCluster
+            client = (Client(LocalCluster(n_workers=args.workers or 2, threads_per_worker=1))
+                      if args.dask == "local" else Client(args.dask))
+            executor = client.get_executor()
+        result = run_sweep(designs, args.flow, layers=layers, executor=executor,
+                           workers=args.workers, progress=not args.no_progress,
+                           **_synth_options(args))
+    except SynthError as error:
+        print(f"strum sweep: error: {error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, ToolMissing) else 1
+    finally:
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None and args.dask == "local":
+                cluster.close()
+    write_csv(args.csv, result)
+    if args.plot:
+        plot_front(args.plot, result, model=args.model)
+    for row in result["rows"]:
+        print(f"{row['kind']} {row['scheme']} B={row['block_size']} H={row['high_lanes']} "
+              f"G={row['group_size']} {row['variant']}: {result['metric']} "
+              f"{row[result['metric']]} ({row['reduction_pct']}% vs int8), "
+              f"weight SQNR {row['weight_sqnr_db']} dB")
+    return 0
+
 # -- parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +429,54 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-weights-only", action="store_true",
                           help="skip the weights-only onnxruntime runs")
     evaluate.set_defaults(run=_eval)
+
+    synth = verbs.add_parser("synth", help="area, cells, LUTs and Fmax of a PE or a DPU "
+                                           "(Yosys, nextpnr)")
+    kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
+    for kind, text in (("pe", "one processing element"), ("dpu", "an R x C array of PEs"),
+                       ("compare", "a StruM PE beside the int8 PE of the same B")):
+        sub = kinds.add_parser(kind, help=text)
+        _add_hardware_options(sub, array=kind == "dpu")
+        _add_synth_options(sub)
+        sub.add_argument("--report", default=None, metavar="R.json", help="the full report")
+        if kind != "compare":
+            from strum.synth.boards import BOARDS
+            sub.add_argument("--board", choices=sorted(BOARDS), default=None,
+                             help="instead of a flow: build for this board, through to a bitstream")
+            sub.add_argument("-o", "--output", default="strum-board", metavar="DIR",
+                             help="the board build's folder (default: strum-board)")
+        if kind == "compare":
+            sub.add_argument("--format", choices=("markdown", "json", "csv"), default="markdown")
+            sub.add_argument("-o", "--output", default=None, metavar="FILE",
+                             help="also write the table here")
+        sub.set_defaults(run=_synth)
+
+    sweep = verbs.add_parser("sweep", help="synthesize a grid of designs beside their int8 PEs: "
+                                           "CSV and area / accuracy plot")
+    grid = sweep.add_argument_group("grid (comma-separated lists)")
+    grid.add_argument("--scheme", default="dliq,mip2q", help="(default: dliq,mip2q)")
+    grid.add_argument("--block", default="16", metavar="B,...", help="(default: 16)")
+    grid.add_argument("--high", default=None, metavar="H,...", help="(default: B/2)")
+    grid.add_argument("--group", default=None, metavar="G,...", help="(default: B)")
+    grid.add_argument("--variant", default="static", help="static, dynamic (default: static)")
+    grid.add_argument("--routing", default=None, help="static PE routings (default: the PE's)")
+    grid.add_argument("--array", default="1x1", metavar="RxC,...",
+                      help="1x1 is a PE, larger a DPU (default: 1x1)")
+    grid.add_argument("--rounding", default="haz", choices=ROUNDINGS)
+    grid.add_argument("--acc-width", type=int, default=32, metavar="W")
+    grid.add_argument("--adder-stages", type=int, default=1, metavar="N")
+    _add_synth_options(sweep)
+    sweep.add_argument("--model", default="mnist",
+                       help="weight SQNR on: mnist, digits, silero, a model file, or none "
+                            "(default: mnist)")
+    sweep.add_argument("--csv", required=True, metavar="OUT.csv")
+    sweep.add_argument("--plot", default=None, metavar="OUT.png", help="area / accuracy front")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="parallel syntheses (default: CPU count)")
+    sweep.add_argument("--dask", default=None, metavar="ADDRESS",
+                       help="run on a Dask scheduler at ADDRESS, or 'local' for a local cluster")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.set_defaults(run=_sweep)
     return parser
 
 

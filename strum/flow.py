@@ -2,7 +2,8 @@
 
 Steps so far: quantize every layer with the chosen config and with the int8 and int4
 baselines beside it; on the default model, the accuracy of the chosen config and int8
-with integer inference on the digits test split. Each step writes its file into the
+with integer inference on the digits test split; the area of the config's PE beside
+the int8 PE of the same block size. Each step writes its file into the
 output folder and adds its figures to ``flow.json``.
 """
 
@@ -55,6 +56,7 @@ def run(config: StrumConfig, out_dir: Path, model=None) -> dict:
         } for scheme, data in schemes.items()
     }
     summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
+    summary["steps"]["area"] = _area(config, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
 
@@ -80,3 +82,35 @@ def _accuracy(config: StrumConfig, model: Path, out_dir: Path) -> dict:
                             ("top1", "top1_agreement", "output_sqnr_db", "bits_per_weight")}
                     for label, row in data["schemes"].items()},
     }
+
+
+def _area(config: StrumConfig, out_dir: Path) -> dict:
+    """The config's PE beside the int8 PE of the same B: generic flow, and asic when the
+    OSU 0.18 um library is installed. Each comparison goes to ``area_<flow>.json``."""
+    from strum.quant.config import HARDWARE_SCHEMES
+    from strum.synth.compare import compare
+    from strum.synth.designs import Design
+    from strum.synth.liberty import find_liberty
+    from strum.synth.reports import METRICS
+    from strum.synth.tools import ToolMissing
+
+    if config.scheme not in HARDWARE_SCHEMES:
+        return {"skipped": f"scheme {config.scheme!r} has no PE"}
+    flows = ["generic"]
+    try:
+        find_liberty()
+        flows.append("asic")
+    except ToolMissing:
+        pass
+    steps = {}
+    for flow in flows:
+        try:
+            result = compare(Design(config=config), flow)
+        except ToolMissing as error:
+            steps[flow] = {"skipped": str(error)}
+            continue
+        write_report(out_dir / f"area_{flow}.json", result)
+        steps[flow] = {row["metric"]: {"int8": row["int8"], "pe": row["strum"],
+                                       "reduction_pct": row["reduction_pct"]}
+                       for row in result["rows"] if row["metric"] in METRICS}
+    return steps
