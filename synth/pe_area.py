@@ -21,7 +21,7 @@ from strum.quant.config import StrumConfig
 
 from .yosys_quick import find_osu018_liberty, generic_area
 
-__all__ = ["pe_area"]
+__all__ = ["pe_area", "component_areas"]
 
 
 def pe_area(config: StrumConfig, *, variant: str | None = None, routing: str = "onehot",
@@ -29,6 +29,34 @@ def pe_area(config: StrumConfig, *, variant: str | None = None, routing: str = "
     """:func:`generic_area` of one PE (top module ``pe``)."""
     pe = StrumPE(config=config, variant=variant, adder_stages=adder_stages, routing=routing)
     return generic_area(verilog.convert(pe, name="pe"), "pe", liberty=liberty)
+
+
+def component_areas(liberty=None):
+    """Rows (name, generic_area) of the PE's parts at B = 16, H = 8, and of the
+    routers with 1-bit and 8-bit activations (their difference / 7 is the cost of one
+    activation bit, the rest is mask decoding)."""
+    from strum.hw.adder_tree import AdderTree
+    from strum.hw.lanes import DliqLane, Int8Lane, LowShift, Mip2qLane
+    from strum.hw.router import ActivationRouter
+
+    config = StrumConfig()
+    parts = {
+        "Int8Lane": lambda: Int8Lane(config=config),
+        "DliqLane": lambda: DliqLane(config=config),
+        "Mip2qLane": lambda: Mip2qLane(config=config),
+        "LowShift(15)": lambda: LowShift(config=config, width=15),
+        "AdderTree 16x16": lambda: AdderTree(count=16, input_width=16, output_width=20, stages=0),
+        "AdderTree 8x16": lambda: AdderTree(count=8, input_width=16, output_width=19, stages=0),
+        "AdderTree 8x12": lambda: AdderTree(count=8, input_width=12, output_width=15, stages=0),
+    }
+    for routing in ROUTINGS:
+        for group_size in (16, 8, 4):
+            for width in (1, 8):
+                parts[f"ActivationRouter {routing} G={group_size} act_width={width}"] = (
+                    lambda r=routing, g=group_size, w=width:
+                    ActivationRouter(group_size=g, high=g // 2, act_width=w, routing=r))
+    for name, make in parts.items():
+        yield name, generic_area(verilog.convert(make(), name="top"), "top", liberty=liberty)
 
 
 def _row(label, area, base):
@@ -52,8 +80,15 @@ def main(argv=None):
     parser.add_argument("--acc-width", type=int, default=32)
     parser.add_argument("--no-liberty", action="store_true", help="skip the OSU 0.18 um mapping")
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--components", action="store_true",
+                        help="measure the PE's parts and routers instead of whole PEs")
     args = parser.parse_args(argv)
     liberty = None if args.no_liberty else find_osu018_liberty()
+    if args.components:
+        for name, area in component_areas(liberty):
+            lib = f" | {area['lib_area']:.0f}" if "lib_area" in area else ""
+            print(f"| {name} | {area['transistors']}{lib} |", flush=True)
+        return
     B = args.block_size
     H = B // 2 if args.high_lanes is None else args.high_lanes
     base_config = StrumConfig(scheme="int8", block_size=B, acc_width=args.acc_width)
