@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from strum.quant.config import ConfigError, StrumConfig
 
-from .layouts import check_variant, pe_block_layout
+from .layouts import check_variant, pe_block_layout, refused_quietly
 from .pe import StrumPE
 
 __all__ = ["StrumDPU", "dpu_step_layout", "dpu_tile_layout", "MAX_ARRAY_SIDE"]
@@ -78,15 +78,16 @@ class StrumDPU(wiring.Component):
 
     def __init__(self, *, config: StrumConfig, rows: int = 4, cols: int = 4,
                  variant: str | None = None, adder_stages: int = 1, routing: str | None = None):
-        for name, value in (("rows", rows), ("cols", cols)):
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ARRAY_SIDE:
-                raise ConfigError(f"{name} must be an integer from 1 to {MAX_ARRAY_SIDE}, not {value!r}")
-        variant = check_variant(config, variant)
-        pe_options = {"config": config, "variant": variant, "adder_stages": adder_stages}
-        if routing is not None:
-            pe_options["routing"] = routing
-        # The PEs are built here, so that their parameter checks run before any hardware.
-        self._pes = [[StrumPE(**pe_options) for _ in range(cols)] for _ in range(rows)]
+        with refused_quietly(self):
+            for name, value in (("rows", rows), ("cols", cols)):
+                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ARRAY_SIDE:
+                    raise ConfigError(f"{name} must be an integer from 1 to {MAX_ARRAY_SIDE}, not {value!r}")
+            variant = check_variant(config, variant)
+            pe_options = {"config": config, "variant": variant, "adder_stages": adder_stages}
+            if routing is not None:
+                pe_options["routing"] = routing
+            # The PEs are built here, so that their parameter checks run before any hardware.
+            self._pes = [[StrumPE(**pe_options) for _ in range(cols)] for _ in range(rows)]
         self._config, self._variant, self._rows, self._cols = config, variant, rows, cols
         super().__init__({
             "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols))),

@@ -30,12 +30,14 @@ a row of PEs would hand out (one 8-bit slot per lane, as an int8 PE stores them)
 
 from __future__ import annotations
 
+import contextlib
+
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from strum.quant.config import HARDWARE_SCHEMES, ConfigError, StrumConfig
 
-__all__ = ["VARIANTS", "check_variant", "pe_block_layout"]
+__all__ = ["VARIANTS", "check_variant", "pe_block_layout", "refused_quietly"]
 
 #: PE variants: the int8 baseline, static StruM and dynamic StruM.
 VARIANTS = ("int8", "static", "dynamic")
@@ -90,3 +92,14 @@ def pe_block_layout(config: StrumConfig, variant: str | None = None) -> data.Str
     fields["first"] = unsigned(1)
     fields["last"] = unsigned(1)
     return data.StructLayout(fields)
+
+
+@contextlib.contextmanager
+def refused_quietly(component):
+    """Wrap a constructor's parameter checks: a component refused before it was complete
+    must not warn later, when it is collected, that it was never elaborated."""
+    try:
+        yield
+    except Exception:
+        component._MustUse__silence = True      # Amaranth's flag; it has no public switch
+        raise

@@ -34,7 +34,7 @@ from strum.quant.config import ConfigError, StrumConfig
 from .accumulator import Accumulator
 from .adder_tree import AdderTree
 from .lanes import Int8Lane, LowShift, low_lane_class
-from .layouts import check_variant, pe_block_layout
+from .layouts import check_variant, pe_block_layout, refused_quietly
 from .router import ROUTINGS, ActivationRouter
 
 __all__ = ["StrumPE", "MAX_ADDER_STAGES"]
@@ -80,13 +80,14 @@ class StrumPE(wiring.Component):
 
     def __init__(self, *, config: StrumConfig, variant: str | None = None, adder_stages: int = 1,
                  routing: str = "onehot"):
-        variant = check_variant(config, variant)
-        if (not isinstance(adder_stages, int) or isinstance(adder_stages, bool)
-                or not 0 <= adder_stages <= MAX_ADDER_STAGES):
-            raise ConfigError(f"adder_stages must be an integer from 0 to {MAX_ADDER_STAGES}, "
-                              f"not {adder_stages!r}")
-        if routing not in ROUTINGS:
-            raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
+        with refused_quietly(self):
+            variant = check_variant(config, variant)
+            if (not isinstance(adder_stages, int) or isinstance(adder_stages, bool)
+                    or not 0 <= adder_stages <= MAX_ADDER_STAGES):
+                raise ConfigError(f"adder_stages must be an integer from 0 to {MAX_ADDER_STAGES}, "
+                                  f"not {adder_stages!r}")
+            if routing not in ROUTINGS:
+                raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
         self._config, self._variant = config, variant
         self._adder_stages, self._routing = adder_stages, routing
         self.block_layout = pe_block_layout(config, variant)

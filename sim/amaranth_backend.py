@@ -45,6 +45,9 @@ def _as_ints(words: np.ndarray) -> list[int]:
 
 def pack_payloads(layout, fields: dict[str, np.ndarray]) -> list[int]:
     """Flat payloads (Python ints, least significant field first) of a stream."""
+    names = {name for name, _ in layout}
+    if set(fields) != names:
+        raise ValueError(f"fields {sorted(fields)} do not match the layout's {sorted(names)}")
     return _as_ints(pack_struct(layout, fields))
 
 

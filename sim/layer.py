@@ -214,7 +214,9 @@ def schedule(job: LayerJob, rows: int, cols: int, variant: str | None = None) ->
     act = act[group[:, None], position]                              # [T, C, nb, B]
     act = np.moveaxis(act, 2, 1).reshape(tiles * nb, cols, config.block_size)
     last = np.tile(np.arange(nb) == nb - 1, tiles).astype(np.int64)
-    payload = _payload_paths(config, step_payload, act, last, rows, cols)
+    from strum.hw.layouts import check_variant
+
+    payload = _payload_paths(config, check_variant(config, variant), step_payload, act, last, rows, cols)
     return Schedule(payload=payload, channel=channel, position=position)
 
 
@@ -234,22 +236,15 @@ def _zero_block(config: StrumConfig, fields: BlockFields) -> BlockFields:
                        shift=np.zeros(nb, np.int64))
 
 
-def _payload_paths(config, fields, act, last, rows, cols) -> dict:
+def _payload_paths(config, variant, fields, act, last, rows, cols) -> dict:
     """Step payload by layout path, for :func:`strum.sim.bits.pack_struct`."""
+    from .vectors import weight_fields
+
     payload = {"last": last}
-    lane_bits = np.int64(1) << np.arange(config.block_size, dtype=np.int64)
     for r in range(rows):
-        prefix = f"weights[{r}]"
-        if config.scheme == "int8":
-            payload[f"{prefix}.weights"] = fields["high"][:, r]
-            continue
-        payload[f"{prefix}.mask"] = (fields["mask"][:, r] * lane_bits).sum(axis=-1)
-        if config.high_lanes:
-            payload[f"{prefix}.high"] = fields["high"][:, r]
-        if config.scheme in ("dliq", "mip2q") and config.low_lanes:
-            payload[f"{prefix}.low"] = fields["low"][:, r].astype(np.int64)
-        if config.scheme == "dliq":
-            payload[f"{prefix}.shift"] = fields["shift"][:, r]
+        row = weight_fields(config, variant, fields["mask"][:, r], fields["high"][:, r],
+                            fields["low"][:, r], fields["shift"][:, r])
+        payload.update({f"weights[{r}].{name}": value for name, value in row.items()})
     for c in range(cols):
         payload[f"act[{c}]"] = act[:, c]
     return payload

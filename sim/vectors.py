@@ -19,7 +19,7 @@ from strum.quant.quantize import quantize
 from strum.quant.rounding import wrap_signed
 
 __all__ = ["BlockVectors", "random_blocks", "blocks_from_image", "golden_results",
-           "layout_fields", "random_activations", "random_boundaries"]
+           "layout_fields", "weight_fields", "random_activations", "random_boundaries"]
 
 ACT_MIN, ACT_MAX = -128, 127
 #: Blocks per output channel of the generated weight tensors.
@@ -167,35 +167,47 @@ def blocks_from_image(config: StrumConfig, image_blocks, act, first, last) -> Bl
         expected=golden_results(config, act, weights, first, last))
 
 
-def layout_fields(vectors: BlockVectors, variant: str) -> dict[str, np.ndarray]:
-    """Per-block arrays keyed by the field names of ``pe_block_layout(config, variant)``.
+def weight_fields(config: StrumConfig, variant: str, mask, high, low, shift) -> dict[str, np.ndarray]:
+    """The weight fields of ``pe_block_layout(config, variant)`` from compacted block fields.
 
-    Array fields are ``[n, count]``, scalar fields ``[n]``; the mask is an integer with
-    lane 0 in bit 0. Fields the layout leaves out (zero width) are left out here too.
+    ``mask`` bool ``[n, B]``, ``high`` ``[n, H]``, ``low`` ``[n, L]`` (ascending lane
+    order, as in the memory image), ``shift`` ``[n]``; for the int8 variant ``high``
+    holds all B weights. Array fields come out ``[n, count]``, the mask as an integer
+    with lane 0 in bit 0; fields the layout leaves out (zero width) are left out.
     """
-    config = vectors.config
     B, H, L = config.block_size, config.high_lanes, config.low_lanes
-    fields = {"act": vectors.act}
-    mask_word = (vectors.mask.astype(np.int64) << np.arange(B, dtype=np.int64)).sum(axis=-1)
+    mask = np.asarray(mask, dtype=bool)
+    mask_word = (mask.astype(np.int64) << np.arange(B, dtype=np.int64)).sum(axis=-1)
+    fields = {}
     if variant == "int8":
-        fields["weights"] = vectors.weights
+        fields["weights"] = np.asarray(high, dtype=np.int64)
     elif variant == "static":
         fields["mask"] = mask_word
         if H:
-            fields["high"] = vectors.high
+            fields["high"] = np.asarray(high, dtype=np.int64)
         if L and config.scheme in ("dliq", "mip2q"):
-            fields["low"] = vectors.low.astype(np.int64)
+            fields["low"] = np.asarray(low).astype(np.int64)
     elif variant == "dynamic":
-        slots = np.zeros(vectors.mask.shape, dtype=np.int64)
-        order = lane_order(vectors.mask)
-        np.put_along_axis(slots, order[:, :H], vectors.high, axis=-1)
-        np.put_along_axis(slots, order[:, H:], vectors.low.astype(np.int64), axis=-1)
+        slots = np.zeros(mask.shape, dtype=np.int64)
+        order = lane_order(mask)
+        np.put_along_axis(slots, order[:, :H], np.asarray(high, dtype=np.int64), axis=-1)
+        np.put_along_axis(slots, order[:, H:], np.asarray(low).astype(np.int64), axis=-1)
         fields["mask"] = mask_word
         fields["weights"] = slots
     else:
         raise ValueError(f"variant must be int8, static or dynamic, not {variant!r}")
     if config.scheme == "dliq":
-        fields["shift"] = vectors.shift
+        fields["shift"] = np.asarray(shift, dtype=np.int64)
+    return fields
+
+
+def layout_fields(vectors: BlockVectors, variant: str) -> dict[str, np.ndarray]:
+    """Per-block arrays keyed by the field names of ``pe_block_layout(config, variant)``
+    (see :func:`weight_fields`), activations and reduction boundaries included."""
+    high = vectors.weights if variant == "int8" else vectors.high
+    fields = {"act": vectors.act}
+    fields.update(weight_fields(vectors.config, variant, vectors.mask, high, vectors.low,
+                                vectors.shift))
     fields["first"] = vectors.first.astype(np.int64)
     fields["last"] = vectors.last.astype(np.int64)
     return fields
