@@ -120,3 +120,13 @@ def test_input_shape_mismatch_is_refused():
     layer = load_layers(default_model_path())[2]
     with pytest.raises(InputError, match="does not fit"):
         prepare_layer(layer, DEFAULT, random_input((1, 5, 8, 8), 0))
+
+
+def test_amaranth_backend_runs_a_real_layer():
+    # The depthwise conv of the digits model on a small array, in Amaranth's simulator,
+    # with backpressure: the same schedule as Verilator, the same golden outputs.
+    config = StrumConfig(scheme="dliq", block_size=8, high_lanes=4)
+    layer = load_layers(default_model_path())[1]
+    job = prepare_layer(layer, config, random_input(input_shape(layer), 5))
+    report = simulate_layer(job, rows=2, cols=2, backend="amaranth", seed=1)
+    assert report["mismatches"] == 0 and report["outputs"] == job.expected.size
