@@ -203,8 +203,35 @@ def _flow(args) -> int:
 
     config = _config(args)
     summary = flow.run(config, Path(args.output), model=args.model)
-    print(json.dumps(summary, indent=2))
-    return 0
+    _print_flow(summary, Path(args.output))
+    return 1 if any(summary["steps"].get(step, {}).get("mismatches") for step in ("pe", "layer")) else 0
+
+
+def _print_flow(summary, out_dir: Path) -> None:
+    steps = summary["steps"]
+    print(f"strum flow: {summary['model']}, {summary['config']['scheme']} B={summary['config']['block_size']} "
+          f"H={summary['config']['high_lanes']} G={summary['config']['group_size']} -> {out_dir}/")
+    for scheme, row in steps["quantize"].items():
+        print(f"  weights   {scheme:8s} SQNR {row['weight_sqnr_db']:6.2f} dB  {row['bits_per_weight']:.2f} bits/weight")
+    accuracy = steps.get("accuracy", {})
+    for label, row in accuracy.get("schemes", {}).items():
+        print(f"  accuracy  {label:8s} top-1 {100 * row['top1']:6.2f}%  output SQNR "
+              f"{row['output_sqnr_db']:6.2f} dB  ({accuracy['data']}, float {100 * accuracy['float_top1']:.2f}%)")
+    for step in ("pe", "layer"):
+        row = steps.get(step, {})
+        if "skipped" in row:
+            print(f"  {step:9s} skipped: {row['skipped']}")
+        elif row:
+            what = (f"{row['vectors']} blocks" if step == "pe"
+                    else f"{row['layer']} on {row['array']}, {row['macs']} MACs, {row['input']} input")
+            print(f"  {step:9s} {what}: {row['mismatches']} mismatches in {row['cycles']} cycles")
+    for flow_name, metrics in steps.get("area", {}).items():
+        if "skipped" in metrics:
+            print(f"  area      {flow_name}: skipped: {metrics['skipped']}")
+            continue
+        for metric, row in metrics.items():
+            print(f"  area      {flow_name:7s} {metric:12s} int8 {row['int8']:>10} PE {row['pe']:>10} "
+                  f"({-row['reduction_pct']:+.1f}% vs int8)")
 
 
 def _eval(args) -> int:

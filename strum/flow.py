@@ -1,10 +1,12 @@
 """``strum flow``: the most complete pipeline that exists, on one model.
 
-Steps so far: quantize every layer with the chosen config and with the int8 and int4
+Steps: quantize every layer with the chosen config and with the int8 and int4
 baselines beside it; on the default model, the accuracy of the chosen config and int8
-with integer inference on the digits test split; the area of the config's PE beside
-the int8 PE of the same block size. Each step writes its file into the
-output folder and adds its figures to ``flow.json``.
+with integer inference on the digits test split; the config's PE as Verilog, and its
+co-simulation against the golden model on Verilator; one layer of the model through a
+4 x 4 DPU, every output compared with the golden model; the area of the config's PE
+beside the int8 PE of the same block size. Each step writes its file into the output
+folder and adds its figures to ``flow.json``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def run(config: StrumConfig, out_dir: Path, model=None) -> dict:
         } for scheme, data in schemes.items()
     }
     summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
+    summary["steps"]["pe"] = _pe(config, out_dir)
+    summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
     summary["steps"]["area"] = _area(config, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
@@ -82,6 +86,47 @@ def _accuracy(config: StrumConfig, model: Path, out_dir: Path) -> dict:
                             ("top1", "top1_agreement", "output_sqnr_db", "bits_per_weight")}
                     for label, row in data["schemes"].items()},
     }
+
+
+#: PE co-simulation of the flow: random golden blocks through the generated PE.
+FLOW_PE_BLOCKS = 20_000
+#: The DPU of the flow and the layer it runs (the largest of the model, by MACs).
+FLOW_ARRAY = (4, 4)
+
+
+def _pe(config: StrumConfig, out_dir: Path) -> dict:
+    """The config's PE as Verilog (``pe/``) and its co-simulation on Verilator."""
+    from strum.hw.export import write_design
+    from strum.hw.pe import StrumPE
+    from strum.quant.config import HARDWARE_SCHEMES
+    from strum.sim.cosim import simulate_pe
+
+    if config.scheme not in HARDWARE_SCHEMES:
+        return {"skipped": f"scheme {config.scheme!r} has no PE"}
+    pe = StrumPE(config=config)
+    write_design(pe, "pe", out_dir / "pe", {"config": config.to_dict(), "kind": "pe",
+                                             "variant": pe.variant, "latency": pe.latency})
+    result = simulate_pe(config, vectors=FLOW_PE_BLOCKS, seed=0, pe=StrumPE(config=config))
+    write_report(out_dir / "simulate_pe.json", result)
+    return {key: result[key] for key in ("backend", "variant", "vectors", "results", "mismatches",
+                                         "cycles", "seconds")}
+
+
+def _layer(config: StrumConfig, model: Path, layers, out_dir: Path) -> dict:
+    """The model's largest conv or linear layer through a 4 x 4 DPU on Verilator, with
+    its real int8 input on the default model (a digits test image), random otherwise."""
+    from strum.quant.config import HARDWARE_SCHEMES
+    from strum.sim.layer import simulate_model_layers
+
+    if config.scheme not in HARDWARE_SCHEMES:
+        return {"skipped": f"scheme {config.scheme!r} has no PE"}
+    largest = max(layers, key=lambda layer: layer.weight.size)
+    data = "digits" if model.resolve() == default_model().resolve() else None
+    rows, cols = FLOW_ARRAY
+    (result,) = simulate_model_layers(model, largest.name, {"config": config, "rows": rows, "cols": cols},
+                                      data=data, progress=False)
+    write_report(out_dir / "simulate_layer.json", result)
+    return dict(result, array=f"{rows}x{cols}")
 
 
 def _area(config: StrumConfig, out_dir: Path) -> dict:
