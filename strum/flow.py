@@ -33,7 +33,14 @@ def _weighted_sqnr(data) -> float | None:
     return sum(sqnr * weights for sqnr, weights in rows) / total if total else None
 
 
-def run(config: StrumConfig, out_dir: Path, model=None) -> dict:
+#: The steps of the flow, in order; ``quantize`` always runs.
+STEPS = ("quantize", "accuracy", "pe", "layer", "area")
+
+
+def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        raise ValueError(f"steps must be among {', '.join(STEPS)}, not {', '.join(unknown)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = Path(model) if model else default_model()
@@ -57,10 +64,14 @@ def run(config: StrumConfig, out_dir: Path, model=None) -> dict:
             / sum(l["weights"] for l in data["layers"]),
         } for scheme, data in schemes.items()
     }
-    summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
-    summary["steps"]["pe"] = _pe(config, out_dir)
-    summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
-    summary["steps"]["area"] = _area(config, out_dir)
+    if "accuracy" in steps:
+        summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
+    if "pe" in steps:
+        summary["steps"]["pe"] = _pe(config, out_dir)
+    if "layer" in steps:
+        summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
+    if "area" in steps:
+        summary["steps"]["area"] = _area(config, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
 

@@ -18,6 +18,8 @@ from strum.sim.layer import (input_shape, prepare_layer, random_input, schedule,
                              simulate_layer, simulate_model_layers)
 
 DEFAULT = StrumConfig()
+#: The non-square array of these tests: B = 8 keeps its Verilator build short.
+SMALL = StrumConfig(block_size=8, high_lanes=4)
 
 
 def _reports_ok(reports):
@@ -53,7 +55,7 @@ def test_schedule_covers_every_output_once():
 
 def test_digits_all_layers_real_input_on_a_3x5_array():
     # 12, 24 and 48 channels, a depthwise conv and a Gemm: nothing is a multiple of 3x5.
-    reports = simulate_model_layers(default_model_path(), "all", {"config": DEFAULT, "rows": 3, "cols": 5},
+    reports = simulate_model_layers(default_model_path(), "all", {"config": SMALL, "rows": 3, "cols": 5},
                                     data="digits", batch=2, progress=False)
     _reports_ok(reports)
     assert [r["input"] for r in reports] == ["real"] * 5 and len(reports) == 5
@@ -71,13 +73,13 @@ def test_mnist_layers_equal_integer_inference():
         job = prepare_layer(layers[trace.name], DEFAULT, trace.x_int8)
         golden = np.moveaxis(trace.acc.reshape(trace.acc.shape[0], trace.acc.shape[1], -1), 0, 1)
         assert np.array_equal(job.expected, golden.reshape(job.expected.shape)), trace.name
-        report = simulate_layer(job, rows=3, cols=5)
+        report = simulate_layer(job, rows=4, cols=4)        # strum flow's DPU
         assert report["mismatches"] == 0 and report["outputs"] == trace.acc.size, report
     assert max(trace.acc.size * trace.w_int[0].size for trace in traces) > 1_000_000
 
 
 def test_silero_vad_all_convs_with_backpressure():
-    reports = simulate_model_layers(silero_vad_onnx(), "all", {"config": DEFAULT, "rows": 3, "cols": 5},
+    reports = simulate_model_layers(silero_vad_onnx(), "all", {"config": SMALL, "rows": 3, "cols": 5},
                                     seed=3, backpressure=True, progress=False)
     _reports_ok(reports)
     assert len(reports) == 12 and {r["input"] for r in reports} == {"random"}
@@ -99,11 +101,13 @@ def test_other_schemes_and_variants(config, variant, rows, cols):
 def test_cli_simulate_layer_report(tmp_path, capsys):
     report = tmp_path / "r.json"
     assert main(["simulate", "layer", str(default_model_path()), "--layer", "/conv3/Conv",
-                 "--data", "digits", "--rows", "3", "--cols", "5", "--report", str(report)]) == 0
+                 "--data", "digits", "--rows", "3", "--cols", "5", "--block", "8",
+                 "--report", str(report)]) == 0
     data = json.loads(report.read_text())
     assert set(data) >= {"layer", "backend", "macs", "outputs", "mismatches", "cycles",
                          "utilization", "seconds"}
     assert data["macs"] == 24 * 108 * 16 and data["mismatches"] == 0      # 4x4 outputs, 12*9 taps
+    assert data["cycles"] >= 5 * 4 * 14      # 5 channel tiles x 4 position tiles x 14 blocks of 8
     assert 0 < data["utilization"] <= 1
 
 

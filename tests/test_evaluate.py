@@ -216,7 +216,7 @@ def test_cli_eval_bad_data_file(tmp_path, capsys):
 # --- flow -----------------------------------------------------------------------------
 
 def test_flow_reports_accuracy_of_its_scheme_and_int8(tmp_path):
-    summary = flow.run(StrumConfig(scheme="mip2q", high_lanes=4), tmp_path)
+    summary = flow.run(StrumConfig(scheme="mip2q", high_lanes=4), tmp_path, steps=("quantize", "accuracy"))
     accuracy = summary["steps"]["accuracy"]
     assert accuracy["data"] == "digits" and list(accuracy["schemes"]) == ["mip2q:h4", "int8"]
     assert accuracy["schemes"]["int8"]["top1"] > 0.97
