@@ -8,7 +8,7 @@ lane for pruned low weights. Every width comes from the :class:`StrumConfig`.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -71,8 +71,27 @@ class DliqLane(wiring.Component):
         })
 
     def elaborate(self, platform):
+        # Radix-4 Booth: q4 = d0 + 4*d1 with digits in -2..2, so two partial products
+        # (0, act or 2*act, conditionally inverted) instead of four rows of AND gates.
         m = Module()
-        m.d.comb += self.product.eq(self.act * self.code.as_signed())
+        code, act = self.code, self.act
+        width = len(act) + 2                      # 2*act, and its negation, fit
+        terms = []
+        for k, (high, middle, low) in enumerate([(code[1], code[0], 0), (code[3], code[2], code[1])]):
+            one = Signal(name=f"one_{k}")
+            two = Signal(name=f"two_{k}")
+            negative = Signal(name=f"negative_{k}")
+            m.d.comb += [
+                one.eq(middle ^ low),
+                two.eq((high & ~middle & ~low) | (~high & middle & low)),
+                negative.eq(high & ~(middle & low)),
+            ]
+            magnitude = Signal(signed(width), name=f"magnitude_{k}")
+            m.d.comb += magnitude.eq(Mux(one, act, 0) | Mux(two, act << 1, 0))
+            inverted = Signal(signed(width), name=f"partial_{k}")
+            m.d.comb += inverted.eq(magnitude ^ negative.replicate(width).as_signed())
+            terms.append((inverted + negative) << (2 * k))
+        m.d.comb += self.product.eq(terms[0] + terms[1])
         return m
 
 
