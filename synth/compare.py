@@ -19,7 +19,8 @@ def int8_baseline(design: Design) -> Design:
     """The int8 design of the same kind, B, accumulator and array size as ``design``."""
     c = design.config
     config = c.replace(scheme="int8", high_lanes=c.block_size, group_size=c.block_size)
-    return dataclasses.replace(design, config=config, variant="int8")
+    # The int8 PE has no router: its routing option is left at the default.
+    return dataclasses.replace(design, config=config, variant="int8", routing=None)
 
 
 def compare(design: Design, flow: str, **options) -> dict:

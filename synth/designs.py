@@ -23,7 +23,7 @@ from amaranth.hdl import Cat, ClockSignal, Instance, Module, ResetSignal, Shape,
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
 
-from strum.quant.config import StrumConfig
+from strum.quant.config import ConfigError, StrumConfig
 
 from .tools import SynthError
 
@@ -58,7 +58,14 @@ class Design:
         Activation routing of the static PE (see :mod:`strum.hw.router`; None: the PE's
         default).
     rows, cols : int
-        DPU array size (ignored for a PE, which is 1 x 1).
+        DPU array size (a PE is 1 x 1).
+
+    Raises
+    ------
+    SynthError
+        For an unknown kind or a bad array size.
+    ConfigError
+        For a variant, routing or adder_stages the PE refuses.
     """
 
     kind: str = "pe"
@@ -80,6 +87,18 @@ class Design:
                 raise SynthError(f"{name} must be a positive integer, not {value!r}")
         if self.kind == "pe" and (self.rows, self.cols) != (1, 1):
             raise SynthError(f"a PE is 1x1, not {self.rows}x{self.cols}: use kind 'dpu' for an array")
+        # The PE's own checks, before any component exists: a component whose constructor
+        # raises still makes Amaranth warn that it was never used.
+        from strum.hw.layouts import check_variant
+        from strum.hw.pe import MAX_ADDER_STAGES
+        from strum.hw.router import ROUTINGS
+        check_variant(self.config, self.variant)
+        if self.routing is not None and self.routing not in ROUTINGS:
+            raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {self.routing!r}")
+        if (not isinstance(self.adder_stages, int) or isinstance(self.adder_stages, bool)
+                or not 0 <= self.adder_stages <= MAX_ADDER_STAGES):
+            raise ConfigError(f"adder_stages must be an integer from 0 to {MAX_ADDER_STAGES}, "
+                              f"not {self.adder_stages!r}")
 
     def component(self) -> wiring.Component:
         """A fresh component from the factory of :attr:`kind` (convert it, or Amaranth warns)."""

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from strum.hw.layouts import check_variant
 from strum.quant.config import StrumConfig
 from strum.quant.files import atomic_writer, write_text
 
@@ -61,12 +60,11 @@ def grid(*, schemes=("dliq",), blocks=(16,), highs=(None,), groups=(None,), vari
             schemes, blocks, highs, groups, variants, routings, arrays):
         high = B // 2 if H is None else H
         if scheme == "int8":
-            high, G = B, None
+            high, G, routing = B, None, None
         try:
             config = StrumConfig(scheme=scheme, block_size=B, high_lanes=high, group_size=G,
                                  rounding=rounding, acc_width=acc_width)
             kind = "pe" if (rows, cols) == (1, 1) else "dpu"
-            check_variant(config, variant)
             design = Design(kind=kind, config=config, variant=variant, routing=routing,
                             adder_stages=adder_stages, rows=rows, cols=cols)
         except ValueError as error:

@@ -242,3 +242,15 @@ def test_b16_static_pe_is_smaller_than_the_int8_pe():
     # Half the 8x8 lanes are gone; the router and the low lanes take part of it back.
     lanes = rows["part:int8_lanes (transistors)"]
     assert lanes["reduction_pct"] == pytest.approx(50, abs=1)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"routing": "window"}, "routing must be one of"),
+    ({"variant": "int8"}, "variant 'int8' does not run scheme 'dliq'"),
+    ({"adder_stages": 99}, "adder_stages must be an integer from 0 to"),
+    ({"rows": 2}, "a PE is 1x1, not 2x1"),
+])
+def test_design_is_checked_before_any_component_exists(changes, match):
+    import dataclasses
+    with pytest.raises(ValueError if "rows" not in changes else tools.SynthError, match=match):
+        dataclasses.replace(DLIQ4, **changes)
