@@ -193,7 +193,8 @@ class RegisteredIO(wiring.Component):
         m.d.sync += chain.eq(Cat(self.shift_in, chain[:-1]))
         ports, outputs, offset = {}, [], 0
         if self._clocked:
-            ports.update(i_clk=ClockSignal(), i_rst=ResetSignal())
+            # A board whose clock domain has no reset (ULX3S) holds rst at 0.
+            ports.update(i_clk=ClockSignal(), i_rst=ResetSignal(allow_reset_less=True))
         for name, flow, shape in self._ports:
             width = Shape.cast(shape).width
             if flow == Flow.In:
