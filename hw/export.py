@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from amaranth.hdl import Elaboratable, Shape
 from amaranth.lib import data, stream
 
 from strum.quant import config as config_module
-from strum.quant.files import write_text
+from strum.quant.files import cache_root, write_text
 
 __all__ = ["FieldSpec", "payload_fields", "to_verilog", "interface", "write_design"]
 
@@ -99,7 +98,7 @@ def to_verilog(component, name: str, *, cache: bool = True) -> str:
     kept in ``$STRUM_CACHE/verilog`` (default ``~/.cache/strum``) under :func:`_design_key`.
     """
     key = _design_key(component, name) if cache else None
-    path = _cache_root() / "verilog" / f"{name}-{key}.v" if key else None
+    path = cache_root() / "verilog" / f"{name}-{key}.v" if key else None
     if path is not None and path.exists():
         _mark_elaborated(component)
         return path.read_text()
@@ -126,8 +125,6 @@ def _mark_elaborated(value) -> None:
                 _mark_elaborated(item)
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("STRUM_CACHE") or Path.home() / ".cache" / "strum")
 
 
 def interface(component) -> dict:

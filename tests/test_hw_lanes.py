@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
 from strum.hw.accumulator import Accumulator

@@ -6,7 +6,7 @@ import pytest
 import strum.sim.vectors as vectors_module
 from strum.hw.layouts import pe_block_layout
 from strum.quant.config import StrumConfig
-from strum.quant.image import decode_blocks, read_image
+from strum.quant.image import read_image
 from strum.quant.quantize import quantize
 from strum.sim.amaranth_backend import pack_payloads
 from strum.sim.vectors import blocks_from_image, golden_results, layout_fields, random_blocks

@@ -12,12 +12,8 @@ from strum.synth import tools
 from strum.synth.flows import REPORT_FIELDS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("strum-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STRUM_CACHE", str(root))
-        yield root
+# Each module synthesizes into a fresh cache (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def test_synth_pe_writes_the_report(tmp_path, capsys):

@@ -17,13 +17,8 @@ DLIQ4 = Design(config=StrumConfig(scheme="dliq", block_size=4, high_lanes=2))
 INT8_4 = Design(config=StrumConfig(scheme="int8", block_size=4, high_lanes=4))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """One cache for the module: each design is synthesized once per test run."""
-    root = tmp_path_factory.mktemp("strum-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STRUM_CACHE", str(root))
-        yield root
+# Each module synthesizes into a fresh cache (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _numbers(report):

@@ -9,12 +9,8 @@ from strum.synth.designs import Design
 from strum.synth.sweep import ROW_FIELDS, grid, model_layers, plot_front, run_sweep, weight_sqnr, write_csv
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("strum-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STRUM_CACHE", str(root))
-        yield root
+# Each module synthesizes into a fresh cache (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")
