@@ -338,7 +338,7 @@ def test_unsupported_operator_is_one_line_naming_it_and_its_node(tmp_path, domai
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
-    with pytest.raises(InputError, match=rf"unsupported operator {op} \(node 'the_node'\)") as error:
+    with pytest.raises(InputError, match=rf"unsupported operator {op} \(node 'the_node'") as error:
         Network(path)
     assert "\n" not in str(error.value)
 
