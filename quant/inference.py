@@ -42,7 +42,7 @@ from .config import StrumConfig
 from .errors import InputError
 from .integer_graph import rewrite
 from .onnx_io import LAYER_OPS, Layer, load_layers, unquantized_weight_nodes
-from .quantize import QuantizedTensor, quantize
+from .quantize import SHORT_POLICIES, QuantizedTensor, quantize, short_config
 from .reference import conv as reference_conv
 from .reference import conv_transpose as reference_conv_transpose
 from .reference import linear as reference_linear
@@ -54,10 +54,6 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 #: Inputs per onnxruntime call.
 BATCH_SIZE = 64
 ACCUMULATE = ("fast", "reference")
-#: How layers whose reduction is shorter than the block are quantized: ``int8`` keeps
-#: them int8 (8 bits per weight, no block padding); ``pad`` quantizes them with the
-#: scheme like any other layer (the tail block zero-padded, counted in bits per weight).
-SHORT_POLICIES = ("int8", "pad")
 
 
 class EngineError(RuntimeError):
@@ -506,16 +502,6 @@ class Network:
         return model
 
 
-def short_config(config: StrumConfig, weight: np.ndarray, short: str = "int8") -> StrumConfig:
-    """The config a layer gets under a short-reduction policy (:data:`SHORT_POLICIES`)."""
-    if short not in SHORT_POLICIES:
-        raise ValueError(f"short must be one of {', '.join(SHORT_POLICIES)}, not {short!r}")
-    length = int(np.prod(np.shape(weight)[1:]))
-    if short == "int8" and length < config.block_size and config.scheme != "int8":
-        return config.replace(scheme="int8")
-    return config
-
-
 def _constant_array(source) -> np.ndarray:
     from onnx import NodeProto, helper, numpy_helper
 
@@ -541,7 +527,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 def trace_layers(model, config: StrumConfig, images, calibration, *,
-                 percentile: float | None = None) -> list[LayerTrace]:
+                 percentile: float | None = None, short: str = "int8") -> list[LayerTrace]:
     """Run integer inference on one batch and record every quantized layer.
 
     Accumulators come from :mod:`.reference` (the golden model), so each
@@ -557,10 +543,13 @@ def trace_layers(model, config: StrumConfig, images, calibration, *,
         Images for the activation scales.
     percentile : float or None
         Activation calibration (:func:`.activation.activation_scale`).
+    short : str
+        Short-reduction policy (:data:`.quantize.SHORT_POLICIES`); a layer it makes int8
+        has ``trace.quantized.config.scheme == "int8"``.
     """
     network = model if isinstance(model, Network) else Network(model)
     scales = network.calibrate(calibration, percentile)
-    quantized = network.quantize(config)
+    quantized = network.quantize(config, short)
     traces = []
 
     def record(layer, x_int8, act_scale, acc):

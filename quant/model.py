@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import StrumConfig
 from .files import atomic_writer, write_text
-from .quantize import QuantizedTensor, quantize, sqnr_db
+from .quantize import QuantizedTensor, quantize, short_config, sqnr_db
 
 __all__ = ["QuantizedLayer", "quantize_layers", "save_npz", "report", "write_report"]
 
@@ -27,9 +27,15 @@ class QuantizedLayer:
         return sqnr_db(self.weight, self.quantized.dequantize())
 
 
-def quantize_layers(layers, config: StrumConfig) -> list[QuantizedLayer]:
-    """Quantize every layer (objects with ``name`` and ``weight``) with one config."""
-    return [QuantizedLayer(layer.name, layer.weight, quantize(layer.weight, config, name=layer.name))
+def quantize_layers(layers, config: StrumConfig, short: str = "pad") -> list[QuantizedLayer]:
+    """Quantize every layer (objects with ``name`` and ``weight``) with one config.
+
+    ``short`` is the short-reduction policy (:data:`.quantize.SHORT_POLICIES`); with
+    ``"int8"`` a layer StruM's blocks would store in more than 8 bits per weight is int8.
+    """
+    return [QuantizedLayer(layer.name, layer.weight,
+                           quantize(layer.weight, short_config(config, layer.weight, short),
+                                    name=layer.name))
             for layer in layers]
 
 
@@ -63,7 +69,10 @@ def report(layers: list[QuantizedLayer], config: StrumConfig, seconds: float) ->
             "weights": int(layer.weight.size),
             "sqnr_db": _finite(layer.sqnr_db),
             "bits_per_weight": layer.quantized.bits_per_weight,
+            "scheme": layer.quantized.config.scheme,
         } for layer in layers],
+        "bits_per_weight": sum(layer.quantized.bits_per_weight * layer.weight.size
+                               for layer in layers) / max(1, sum(layer.weight.size for layer in layers)),
         "seconds": seconds,
     }
 
