@@ -173,7 +173,7 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
     start = time.perf_counter()
     network = model if isinstance(model, Network) else Network(model)
     feeds = network.feeds(images, "test images")
-    count = len(next(iter(feeds.values())))
+    count = network.count(feeds)
     if labels is not None:
         labels = network.check_labels(labels, count, "test labels")
     calibration = network.feeds(calibration, "calibration images")
@@ -193,7 +193,7 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         "model": network.path.name,
         "data": data_name,
         "images": count,
-        "calibration_images": len(next(iter(calibration.values()))),
+        "calibration_images": network.count(calibration),
         "activation_calibration": "max" if percentile is None else f"percentile {percentile}",
         "short_reduction": short,
         "float_top1": _top(first, labels, 1),
@@ -220,7 +220,7 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
             "config": config.to_dict(),
             "top1": _top(logits, labels, 1),
             "top5": _top(logits, labels, 5),
-            "top1_agreement": float(np.mean(logits.argmax(axis=-1) == predicted)),
+            "top1_agreement": _agreement(first, logits),
             "output_sqnr_db": _finite(sqnr_db(first, logits)),
             "outputs": {name: {"sqnr_db": _finite(sqnr_db(reference[name], value)),
                                "agreement": _agreement(reference[name], value)}

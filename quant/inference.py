@@ -191,6 +191,13 @@ class Network:
                              for v in values}
         self.input_name = values[0].name
         self.input_shape = self.inputs[self.input_name]
+        # The batch axis of every input: where the first input's axis-0 dim name appears
+        # (silero-vad's state is [2, batch, 128]); axis 0 when unnamed; None for scalars.
+        dims = {v.name: [d.dim_param for d in v.type.tensor_type.shape.dim] for v in values}
+        batch_name = dims[self.input_name][0] if dims[self.input_name] else ""
+        self.batch_axes = {name: (names.index(batch_name) if batch_name and batch_name in names
+                                  else (0 if names else None))
+                           for name, names in dims.items()}
         if not graph.output:
             raise InputError(f"{self.path}: the model has no output")
         self.output_names = [o.name for o in graph.output]
@@ -291,6 +298,13 @@ class Network:
         array = np.asarray(array)
         shape = self.inputs[name]
         dtype = self._input_types[name]
+        if self.batch_axes[name] is None:          # a scalar input, the same for every batch
+            if array.ndim != 0:
+                raise InputError(f"{what}: shape {list(array.shape)}, expected a scalar for "
+                                 f"model input {name!r}")
+            return np.asarray(array, dtype=dtype)
+        if array.ndim == len(shape) and self.batch_axes[name] != 0:
+            return self._check_input_batch_last(name, array, what, dtype)
         expected = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
         where = f"model {self.path.name} expects input {name!r} {expected}"
         if np.dtype(dtype).kind == "f" and array.dtype.kind != "f":
@@ -312,6 +326,19 @@ class Network:
                                  f"{'images' if images_only else 'values'}")
         return np.ascontiguousarray(array, dtype=dtype)
 
+    def _check_input_batch_last(self, name, array, what, dtype) -> np.ndarray:
+        shape, axis = self.inputs[name], self.batch_axes[name]
+        for i, (got, want) in enumerate(zip(array.shape, shape)):
+            if i != axis and want is not None and got != want:
+                raise InputError(f"{what}: shape {list(array.shape)} has {got} on axis {i} "
+                                 f"instead of {want} (model input {name!r})")
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    def count(self, feeds) -> int:
+        """Inputs in a batch: the first input's length on its batch axis."""
+        axis = self.batch_axes[self.input_name] or 0
+        return feeds[self.input_name].shape[axis]
+
     def feeds(self, images, what: str = "images") -> dict[str, np.ndarray]:
         """Inputs by name: one array for the first (only) input, or a dict for several."""
         if not isinstance(images, Mapping):
@@ -325,7 +352,8 @@ class Network:
                              f"(inputs: {', '.join(self.inputs)})")
         feeds = {name: self._check_input(name, images[name], f"{what} {name!r}")
                  for name in self.inputs}
-        counts = {len(v) for v in feeds.values()}
+        counts = {v.shape[self.batch_axes[n]] for n, v in feeds.items()
+                  if self.batch_axes[n] is not None}
         if len(counts) != 1:
             raise InputError(f"{what}: the inputs hold different counts {sorted(counts)}")
         return feeds
@@ -360,11 +388,14 @@ class Network:
     def _run(self, session, feeds, batch_size: int = BATCH_SIZE, outputs=None) -> dict:
         """Every requested output (default: the model's) over all inputs, in batches."""
         names = list(outputs or self.output_names)
+        if any(axis not in (0, None) for axis in self.batch_axes.values()):
+            return dict(zip(names, session.run(names, feeds)))     # no split along other axes
         step = self._batch(batch_size)
-        total = len(next(iter(feeds.values())))
+        total = self.count(feeds)
         parts: dict[str, list] = {name: [] for name in names}
         for start in range(0, total, step):
-            chunk = {name: value[start:start + step] for name, value in feeds.items()}
+            chunk = {name: value[start:start + step] if value.ndim else value
+                     for name, value in feeds.items()}
             for name, value in zip(names, session.run(names, chunk)):
                 parts[name].append(value)
         return {name: np.concatenate(values) for name, values in parts.items()}
@@ -462,10 +493,13 @@ class Network:
         layers = {layer.name: layer for layer in self.layers}
         wanted = [self.output_name] + [n for _, x, acc in names for n in (x, acc)]
         step = self._batch(batch_size)
-        total = len(next(iter(feeds.values())))
+        total = self.count(feeds)
+        if any(axis not in (0, None) for axis in self.batch_axes.values()):
+            step = total
         results = []
         for start in range(0, total, step):
-            chunk = {name: value[start:start + step] for name, value in feeds.items()}
+            chunk = {name: value[start:start + step] if value.ndim and step < total else value
+                     for name, value in feeds.items()}
             got = dict(zip(wanted, session.run(wanted, chunk)))
             for name, x_name, acc_name in names:
                 layer = layers[name]
@@ -557,7 +591,7 @@ def trace_layers(model, config: StrumConfig, images, calibration, *,
                                  quantized[layer.name], dict(layer.attrs), acc, layer.bias))
 
     network.run_integer(images, quantized, scales, config, accumulate="reference",
-                        batch_size=max(1, len(network.feeds(images)[network.input_name])),
+                        batch_size=max(1, network.count(network.feeds(images))),
                         trace=record)
     return traces
 

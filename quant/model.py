@@ -60,19 +60,18 @@ def _finite(value: float):
 
 
 def report(layers: list[QuantizedLayer], config: StrumConfig, seconds: float) -> dict:
+    def entry(layer):
+        row = {"name": layer.name, "shape": list(layer.weight.shape),
+               "weights": int(layer.weight.size), "sqnr_db": _finite(layer.sqnr_db),
+               "bits_per_weight": layer.quantized.bits_per_weight}
+        if layer.quantized.config.scheme != config.scheme:
+            row["scheme"] = layer.quantized.config.scheme     # kept int8 (short reduction)
+        return row
+
     return {
         "scheme": config.scheme,
         "config": config.to_dict(),
-        "layers": [{
-            "name": layer.name,
-            "shape": list(layer.weight.shape),
-            "weights": int(layer.weight.size),
-            "sqnr_db": _finite(layer.sqnr_db),
-            "bits_per_weight": layer.quantized.bits_per_weight,
-            "scheme": layer.quantized.config.scheme,
-        } for layer in layers],
-        "bits_per_weight": sum(layer.quantized.bits_per_weight * layer.weight.size
-                               for layer in layers) / max(1, sum(layer.weight.size for layer in layers)),
+        "layers": [entry(layer) for layer in layers],
         "seconds": seconds,
     }
 

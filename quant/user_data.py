@@ -199,11 +199,12 @@ def _with_calibration(name, data, labels, calibration, described):
         data = data.astype(np.float32)
     if calibration is not None:
         return name, data, labels, calibration, described
-    count = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+    if isinstance(data, dict):      # batch axes differ between inputs: calibrate on the test
+        return name, data, labels, data, "the test inputs themselves (several model inputs)"
+    count = len(data)
     if count == 0:
         raise InputError(f"{name}: the data set is empty")
     chosen = np.sort(np.random.default_rng(SEED).choice(count, min(CALIBRATION_INPUTS, count),
                                                         replace=False))
-    pick = (lambda a: a[chosen])
-    calibration = {k: pick(v) for k, v in data.items()} if isinstance(data, dict) else pick(data)
+    calibration = data[chosen]
     return name, data, labels, calibration, f"{len(chosen)} inputs drawn with seed {SEED}"

@@ -78,12 +78,14 @@ def test_mnist_layers_equal_integer_inference():
     layers = {layer.name: layer for layer in load_layers(mnist_model_path())}
     assert set(layers) == {trace.name for trace in traces}
     for trace in traces:
-        job = prepare_layer(layers[trace.name], DEFAULT, trace.x_int8)
+        # conv1's 9-long reduction is kept int8 (short-reduction policy): the int8 array.
+        job = prepare_layer(layers[trace.name], trace.quantized.config, trace.x_int8)
         golden = np.moveaxis(trace.acc.reshape(trace.acc.shape[0], trace.acc.shape[1], -1), 0, 1)
         assert np.array_equal(job.expected, golden.reshape(job.expected.shape)), trace.name
         report = simulate_layer(job, rows=4, cols=4)        # strum flow's DPU
         assert report["mismatches"] == 0 and report["outputs"] == trace.acc.size, report
     assert max(trace.acc.size * trace.w_int[0].size for trace in traces) > 1_000_000
+    assert [t.quantized.config.scheme for t in traces] == ["int8", "dliq", "dliq", "dliq"]
 
 
 def test_silero_vad_all_convs_with_backpressure():

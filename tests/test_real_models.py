@@ -1,0 +1,132 @@
+"""Real networks of other kinds through strum eval: text detection (with ConvTranspose),
+recognition and direction classification (PaddleOCR), voice activity detection
+(silero-vad, several inputs), plus the digit CNNs; the operators they use between them."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from strum.cli import main
+from strum.quant import datasets
+from strum.quant.config import StrumConfig
+from strum.quant.evaluate import evaluate, format_table
+from strum.quant.fetch import rapidocr_onnx, silero_vad_onnx
+from strum.quant.inference import Network
+from text_images import text_lines, text_pages
+
+
+def operators(graph) -> set:
+    found = set()
+    for node in graph.node:
+        found.add(node.op_type)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                found |= operators(attribute.g)
+    return found
+
+
+def silero_feeds(count, seed=0):
+    """Chunks of 512 samples at 16 kHz: silence, noise and tone bursts; zero state."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(512) / 16000
+    chunks = [rng.normal(0, 0.01, 512) + (i % 3 == 1) * 0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t)
+              for i in range(count)]
+    return {"input": np.asarray(chunks, np.float32), "state": np.zeros((2, count, 128), np.float32),
+            "sr": np.array(16000, np.int64)}
+
+
+def test_mobilenet_style_classifier_bits_and_accuracy():
+    """PaddleOCR's MobileNetV3 direction classifier: 8.6 bits per weight under dliq if its
+    short reductions were padded to blocks, below 8 with them kept int8 (the default)."""
+    x, labels = text_lines(48, seed=1)
+    report = evaluate(datasets.ocr_cls_model_path(), x, labels, text_lines(24, seed=2)[0],
+                      ["int8", "dliq:h8", "mip2q:h8"], weights_only=False, data_name="text lines")
+    rows = report["schemes"]
+    assert report["float_top1"] >= 0.9
+    for scheme in ("dliq:h8", "mip2q:h8"):       # default short policy: at or below int8
+        assert rows[scheme]["bits_per_weight"] < rows["int8"]["bits_per_weight"] == 8
+        assert abs(rows[scheme]["top1"] - rows["int8"]["top1"]) <= 0.05
+    # Kept int8: exactly the layers whose 15-byte blocks of 16 would cost more than a byte a
+    # weight (depthwise 3x3 and 5x5, and thin layers of 8 to 28 input channels).
+    short = {layer["name"] for layer in rows["dliq:h8"]["layers"] if layer["scheme"] == "int8"}
+    lengths = {layer["name"]: int(np.prod(layer["shape"][1:])) for layer in report["layers"]}
+    assert short == {name for name, n in lengths.items() if -(-n // 16) * 15 > n}
+    assert {9, 25} <= {lengths[name] for name in short} and len(short) > len(lengths) / 2
+    padded = Network(datasets.ocr_cls_model_path()).quantize(StrumConfig(), short="pad")
+    weights = sum(q.w_int.size for q in padded.values())
+    assert sum(q.bits_per_weight * q.w_int.size for q in padded.values()) / weights > 8.5
+
+
+def test_recognizer_without_labels_reports_agreement_and_sqnr():
+    x, _ = text_lines(4, seed=3, width=320)
+    report = evaluate(rapidocr_onnx("rec"), x, None, x, ["int8", "int4"], weights_only=False)
+    rows = report["schemes"]
+    assert report["float_top1"] is None and rows["int8"]["top1"] is None
+    assert report["outputs"] == {"softmax_11.tmp_0": [40, 6625]}
+    assert rows["int8"]["outputs"]["softmax_11.tmp_0"]["sqnr_db"] > rows["int4"]["output_sqnr_db"]
+    assert rows["int8"]["top1_agreement"] > rows["int4"]["top1_agreement"]
+    # Attention's activation-times-activation MatMuls hold no weight: listed, run in float.
+    assert {n["op"] for n in report["unquantized_nodes"]} == {"MatMul"}
+    json.dumps(report, allow_nan=False)
+
+
+def test_detector_with_conv_transpose_is_exact():
+    network = Network(rapidocr_onnx("det"))
+    assert {layer.op for layer in network.layers} == {"Conv", "ConvTranspose"}
+    pages = text_pages(2, seed=5)
+    config = StrumConfig(scheme="dliq")
+    scales = network.calibrate(pages)
+    seen = []
+    # accumulate="reference" checks every layer against strum.quant.reference.
+    network.run_integer(pages[:1], network.quantize(config), scales, config,
+                        accumulate="reference", trace=lambda layer, *rest: seen.append(layer.op))
+    assert seen.count("ConvTranspose") == 2 and len(seen) == len(network.layers)
+
+
+def test_several_inputs_with_a_batch_axis_that_is_not_the_first():
+    feeds = silero_feeds(24)
+    report = evaluate(silero_vad_onnx(variant="silero_vad_16k_op15"), feeds, None, feeds,
+                      ["int8", "dliq:h8"], weights_only=False)
+    assert report["images"] == 24 and set(report["outputs"]) == {"output", "stateN"}
+    assert report["schemes"]["int8"]["outputs"]["stateN"]["sqnr_db"] > 10
+
+
+def test_forty_operators_between_the_evaluated_networks():
+    paths = [rapidocr_onnx("det"), rapidocr_onnx("rec"), datasets.ocr_cls_model_path(),
+             silero_vad_onnx(variant="silero_vad_16k_op15"), datasets.mnist_model_path(),
+             datasets.default_model_path()]
+    found = set().union(*(operators(onnx.load(str(p)).graph) for p in paths))
+    assert len(found) >= 40, sorted(found)
+    assert {"ConvTranspose", "Resize", "HardSigmoid", "LSTM", "If", "ReduceMean", "Pow",
+            "Sqrt", "Slice", "Cast", "Pad", "ConstantOfShape"} <= found
+
+
+def test_cli_eval_on_an_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    x, labels = text_lines(16, seed=7)
+    for index, (line, label) in enumerate(zip(x, labels)):
+        folder = tmp_path / "lines" / ("0_upright", "1_rotated")[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = ((line.transpose(1, 2, 0) * 0.5 + 0.5) * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).resize((96, 24)).save(folder / f"{index}.png")
+    report = tmp_path / "r.json"
+    assert main(["eval", str(datasets.ocr_cls_model_path()), "--data", str(tmp_path / "lines"),
+                 "--size", "48,192", "--mean", "0.5", "--std", "0.5", "--schemes", "int8",
+                 "dliq:h8", "--no-weights-only", "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["images"] == 16 and data["float_top1"] >= 0.8
+    assert "| dliq:h8 |" in capsys.readouterr().out
+
+
+def test_cli_eval_on_npy_inputs_without_labels(tmp_path, capsys):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for index, line in enumerate(text_lines(6, seed=8)[0]):
+        np.save(folder / f"{index:02d}.npy", line)
+    assert main(["eval", str(datasets.ocr_cls_model_path()), "--data", str(folder),
+                 "--schemes", "int8", "--no-weights-only"]) == 0
+    out = capsys.readouterr().out
+    assert "6 images, float top-1 - %" in out and "| int8 | 8.000 |" in out
