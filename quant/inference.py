@@ -435,10 +435,31 @@ class Network:
         model.CopyFrom(self._proto)
         model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra)
         names = [name for name in wanted if name not in feeds]
-        seen = self._run(self._session_for(model), feeds, batch_size, names) if names else {}
+        session = self._session_for(model) if names else None
+        if percentile is None:
+            # Only the peaks matter: keep one number per tensor and batch, not the tensors.
+            peaks: dict[str, list] = {name: [] for name in wanted}
+            for chunk in self._chunks(feeds, batch_size):
+                got = dict(zip(names, session.run(names, chunk))) if names else {}
+                got.update({name: chunk[name] for name in wanted if name in chunk})
+                for name in wanted:
+                    peaks[name].append(np.abs(got[name]).max(initial=0.0))
+            return {name: activation_scale(np.asarray(values, np.float64))
+                    for name, values in peaks.items()}
+        seen = self._run(session, feeds, batch_size, names) if names else {}
         seen.update({name: feeds[name] for name in wanted if name in feeds})
         return {name: activation_scale(np.asarray(seen[name], np.float64), percentile)
                 for name in wanted}
+
+    def _chunks(self, feeds, batch_size: int):
+        """The feeds in batches along each input's batch axis (whole when not axis 0)."""
+        total = self.count(feeds)
+        step = self._batch(batch_size)
+        if any(axis not in (0, None) for axis in self.batch_axes.values()):
+            step = total
+        for start in range(0, total, step):
+            yield {name: value[start:start + step] if value.ndim and step < total else value
+                   for name, value in feeds.items()}
 
     def quantize(self, config: StrumConfig, short: str = "int8") -> dict[str, QuantizedTensor]:
         """Every layer's weight quantized: ``{layer name: QuantizedTensor}``.
