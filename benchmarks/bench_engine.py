@@ -23,7 +23,7 @@ from strum.quant.inference import Network
 
 
 def _inputs(network, count, seed=0):
-    shape = [d if d is not None else s for d, s in zip(network.input_shape, (count, 3, 48, 192))]
+    shape = [d if d is not None else s for d, s in zip(network.input_shape, (count, 3, 96, 192))]
     shape[0] = count
     return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
 

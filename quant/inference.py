@@ -374,6 +374,18 @@ class Network:
 
     # -- execution ---------------------------------------------------------------------
 
+    def _invoke(self, session, names, chunk) -> list:
+        """``session.run`` with its failures (shapes the model rejects, ...) as one line."""
+        try:
+            return session.run(names, chunk)
+        except Exception as error:  # onnxruntime raises its own exception types
+            text = " ".join(str(error).split())
+            found = re.search(r"running (\w+) node\. Name:'([^']*)' Status Message: .*?([A-Z][^:]*)$",
+                              text)
+            where = f" at {found.group(1)} node {found.group(2)!r}" if found else ""
+            raise InputError(f"{self.path}: onnxruntime failed{where} on these inputs: "
+                             f"{text[-200:]}") from None
+
     def _float_session(self):
         if self._session is None:
             self._session = self._session_for(self._proto)
@@ -389,14 +401,14 @@ class Network:
         """Every requested output (default: the model's) over all inputs, in batches."""
         names = list(outputs or self.output_names)
         if any(axis not in (0, None) for axis in self.batch_axes.values()):
-            return dict(zip(names, session.run(names, feeds)))     # no split along other axes
+            return dict(zip(names, self._invoke(session, names, feeds)))     # no split along other axes
         step = self._batch(batch_size)
         total = self.count(feeds)
         parts: dict[str, list] = {name: [] for name in names}
         for start in range(0, total, step):
             chunk = {name: value[start:start + step] if value.ndim else value
                      for name, value in feeds.items()}
-            for name, value in zip(names, session.run(names, chunk)):
+            for name, value in zip(names, self._invoke(session, names, chunk)):
                 parts[name].append(value)
         return {name: np.concatenate(values) for name, values in parts.items()}
 
@@ -440,7 +452,7 @@ class Network:
             # Only the peaks matter: keep one number per tensor and batch, not the tensors.
             peaks: dict[str, list] = {name: [] for name in wanted}
             for chunk in self._chunks(feeds, batch_size):
-                got = dict(zip(names, session.run(names, chunk))) if names else {}
+                got = dict(zip(names, self._invoke(session, names, chunk))) if names else {}
                 got.update({name: chunk[name] for name in wanted if name in chunk})
                 for name in wanted:
                     peaks[name].append(np.abs(got[name]).max(initial=0.0))
@@ -521,7 +533,7 @@ class Network:
         for start in range(0, total, step):
             chunk = {name: value[start:start + step] if value.ndim and step < total else value
                      for name, value in feeds.items()}
-            got = dict(zip(wanted, session.run(wanted, chunk)))
+            got = dict(zip(wanted, self._invoke(session, wanted, chunk)))
             for name, x_name, acc_name in names:
                 layer = layers[name]
                 x_int8 = got[x_name].astype(np.int8)

@@ -130,3 +130,12 @@ def test_cli_eval_on_npy_inputs_without_labels(tmp_path, capsys):
                  "--schemes", "int8", "--no-weights-only"]) == 0
     out = capsys.readouterr().out
     assert "6 images, float top-1 - %" in out and "| int8 | 8.000 |" in out
+
+
+def test_inputs_the_model_rejects_at_run_time_are_one_line():
+    from strum.quant.errors import InputError
+
+    network = Network(rapidocr_onnx("det"))
+    with pytest.raises(InputError, match=r"onnxruntime failed at \w+ node") as error:
+        network.run(np.zeros((1, 3, 50, 50), np.float32))    # sides must be multiples of 32
+    assert "\n" not in str(error.value)
