@@ -316,13 +316,22 @@ def run_dpu(dpu, plan: Schedule, nb: int, *, backend: str = "verilator", seed: i
 
 def layer_inputs(model, config: StrumConfig, data, batch: int, short: str = "int8") -> dict:
     """Every quantized layer's real int8 input, from integer inference on ``batch``
-    images of ``data`` (``digits``, ``mnist`` or an ``.npz``; see
+    inputs of ``data`` (``digits``, ``mnist``, an ``.npz`` or a folder; see
     :func:`strum.quant.evaluate.load_data`)."""
     from strum.quant.evaluate import load_data
-    from strum.quant.inference import trace_layers
+    from strum.quant.inference import Network, trace_layers
 
-    loaded = load_data(data)
-    traces = trace_layers(model, config, loaded.images[:batch], loaded.calibration, short=short)
+    network = Network(model)
+    loaded = load_data(data, inputs=list(network.inputs))
+    images = loaded.images
+    if isinstance(images, dict):
+        images = {name: value if network.batch_axes[name] is None
+                  else np.take(value, np.arange(min(batch, value.shape[network.batch_axes[name]])),
+                               axis=network.batch_axes[name])
+                  for name, value in images.items()}
+    else:
+        images = images[:batch]
+    traces = trace_layers(network, config, images, loaded.calibration, short=short)
     return {trace.name: trace.x_int8 for trace in traces}
 
 
