@@ -20,6 +20,7 @@ __all__ = [
     "default_model_path",
     "mnist_model_path",
     "ocr_cls_model_path",
+    "mtcnn_model_path",
     "digits_test",
     "digits_calibration",
     "mnist_test",
@@ -76,6 +77,15 @@ def ocr_cls_model_path() -> Path:
     W = 192 as PaddleOCR resizes); output ``[N, 2]`` probabilities: upright, rotated 180.
     """
     return _data_file(_OCR_CLS_MODEL)
+
+
+def mtcnn_model_path(stage: str) -> Path:
+    """Path of one of MTCNN's face-detection networks (facenet-pytorch 2.6.0, MIT):
+    ``pnet`` (proposals, any image size), ``rnet`` (24 x 24 crops) or ``onet`` (48 x 48
+    crops, with landmarks). Input ``[N, 3, H, W]`` RGB as ``(pixel - 127.5) / 128``."""
+    if stage not in ("pnet", "rnet", "onet"):
+        raise ValueError(f"stage must be pnet, rnet or onet, not {stage!r}")
+    return _data_file(f"mtcnn_{stage}.onnx")
 
 
 def digits_test() -> tuple[np.ndarray, np.ndarray]:

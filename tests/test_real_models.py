@@ -93,13 +93,30 @@ def test_several_inputs_with_a_batch_axis_that_is_not_the_first():
     assert report["schemes"]["int8"]["outputs"]["stateN"]["sqnr_db"] > 10
 
 
+def test_face_detector_stages_with_several_outputs():
+    """MTCNN's proposal (fully convolutional, any size) and output networks; no face data
+    ships with strum, so these are random crops: only agreement and SQNR are checked."""
+    rng = np.random.default_rng(9)
+    pnet = evaluate(datasets.mtcnn_model_path("pnet"), rng.uniform(-1, 1, (4, 3, 40, 56)).astype(np.float32),
+                    None, rng.uniform(-1, 1, (4, 3, 40, 56)).astype(np.float32), ["int8", "dliq:h8"],
+                    weights_only=False)
+    assert pnet["outputs"] == {"boxes": [4, 15, 23], "face": [2, 15, 23]}
+    onet = evaluate(datasets.mtcnn_model_path("onet"), rng.uniform(-1, 1, (16, 3, 48, 48)).astype(np.float32),
+                    None, rng.uniform(-1, 1, (16, 3, 48, 48)).astype(np.float32), ["int8", "int4"],
+                    weights_only=False)
+    rows = onet["schemes"]
+    assert set(rows["int8"]["outputs"]) == {"boxes", "landmarks", "face"}
+    assert rows["int8"]["outputs"]["landmarks"]["sqnr_db"] > rows["int4"]["outputs"]["landmarks"]["sqnr_db"] > 0
+
+
 def test_forty_operators_between_the_evaluated_networks():
     paths = [rapidocr_onnx("det"), rapidocr_onnx("rec"), datasets.ocr_cls_model_path(),
+             datasets.mtcnn_model_path("onet"),
              silero_vad_onnx(variant="silero_vad_16k_op15"), datasets.mnist_model_path(),
              datasets.default_model_path()]
     found = set().union(*(operators(onnx.load(str(p)).graph) for p in paths))
     assert len(found) >= 40, sorted(found)
-    assert {"ConvTranspose", "Resize", "HardSigmoid", "LSTM", "If", "ReduceMean", "Pow",
+    assert {"ConvTranspose", "Resize", "HardSigmoid", "LSTM", "If", "ReduceMean", "Pow", "PRelu",
             "Sqrt", "Slice", "Cast", "Pad", "ConstantOfShape"} <= found
 
 
