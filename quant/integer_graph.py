@@ -13,7 +13,8 @@ subgraph that computes exactly what the hardware computes:
    magnitude at most ``128 * sum|w_k|`` (per output channel); below 2**24 float32 holds
    it exactly, so the sum is exact whatever order the kernel adds in. A layer beyond
    that bound is cut into input-channel slices that each stay below it, and the slices'
-   sums are added in double (Gemm and MatMul run in double directly, exact below 2**53);
+   sums are added in double (a single channel too long for that: the weights are split by
+   value, ``hi * 2**m + lo``; Gemm and MatMul run in double directly, exact below 2**53);
    the sum is wrapped to ``acc_width`` bits when it could exceed it;
 3. **dequantization**: ``acc * s_act * s_w[k] (* alpha) + bias`` in double, then float32
    for the following operators.
@@ -108,16 +109,16 @@ def _quantize_input(b: _Builder, x: str, scale: float, rounding: str) -> str:
     return b.node("Min", [b.node("Max", [r, b.const(np.float64(-128))]), b.const(np.float64(127))])
 
 
-def _slices(w_int: np.ndarray, layer: Layer) -> list[tuple[int, int]]:
-    """Input-channel ranges whose partial sums each stay exact in float32."""
+def _slices(w_int: np.ndarray) -> list[tuple[int, int]] | None:
+    """Input-channel ranges whose partial sums each stay exact in float32, or None when
+    a single input channel's sum can already go beyond."""
     w = np.abs(np.asarray(w_int, dtype=np.int64))
     # [K, C/g, *kernel] -> per (output channel, input channel) sum over the kernel
     per_channel = w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2) * _ACT_MAGNITUDE
+    if np.any(per_channel >= FLOAT32_EXACT):
+        return None
     ranges, start, running = [], 0, np.zeros(len(w), np.int64)
     for c in range(w.shape[1]):
-        if np.any(per_channel[:, c] >= FLOAT32_EXACT):
-            raise ValueError(f"layer {layer.name!r}: one input channel's sum can reach "
-                             f"{int(per_channel[:, c].max())}, beyond exact float32 (2**24)")
         if np.any(running + per_channel[:, c] >= FLOAT32_EXACT):
             ranges.append((start, c))
             start, running = c, np.zeros(len(w), np.int64)
@@ -126,16 +127,51 @@ def _slices(w_int: np.ndarray, layer: Layer) -> list[tuple[int, int]]:
     return ranges
 
 
+def _exact_conv(b: _Builder, layer: Layer, op: str, x32: str, w_int: np.ndarray,
+                attrs: dict) -> str:
+    """``op`` (Conv or ConvTranspose) of int8 values and integer weights, exact, as double.
+
+    Below the float32 bound one float32 operator does it; above, the input channels are
+    cut into slices that each stay below it (ungrouped layers), or else the weights are
+    split by value, ``w = hi * 2**m + lo`` with ``0 <= lo < 2**m``, each part exact on its
+    own and recombined in double (exact below 2**53).
+    """
+    from onnx import TensorProto
+
+    if int(accumulator_bound(w_int).max()) < FLOAT32_EXACT:
+        w = b.const(_stored_weight(layer, w_int.astype(np.float32)), "w")
+        return b.node("Cast", [b.node(op, [x32, w], **attrs)], to=TensorProto.DOUBLE)
+    ranges = _slices(w_int) if layer.attrs["group"] == 1 and w_int.shape[1] > 1 else None
+    if ranges is not None and len(ranges) > 1:
+        parts = []
+        for start, stop in ranges:
+            x_part = b.node("Slice", [x32, b.const(np.array([start], np.int64)),
+                                      b.const(np.array([stop], np.int64)),
+                                      b.const(np.array([1], np.int64))])
+            parts.append(_exact_conv(b, layer, op, x_part, w_int[:, start:stop], attrs))
+        return b.node("Sum", parts)
+    peak = int(np.abs(w_int).max())
+    if peak <= 1:
+        raise ValueError(f"layer {layer.name!r}: a reduction this long cannot be computed "
+                         f"exactly in float32 ({int(accumulator_bound(w_int).max())} >= 2**24)")
+    m = max(1, peak.bit_length() // 2)
+    lo = np.bitwise_and(w_int, (1 << m) - 1)
+    hi = np.right_shift(w_int, m)
+    return b.node("Add", [b.node("Mul", [_exact_conv(b, layer, op, x32, hi, attrs),
+                                          b.const(np.float64(1 << m))]),
+                          _exact_conv(b, layer, op, x32, lo, attrs)])
+
+
 def _accumulate(b: _Builder, layer: Layer, x_int: str, w_int: np.ndarray, node) -> tuple[str, int]:
     """The layer's accumulators as a double tensor (exact integers), and their bound."""
     from onnx import TensorProto, helper
 
     bound = int(accumulator_bound(w_int).max())
+    if bound >= FLOAT64_EXACT:
+        raise ValueError(f"layer {layer.name!r}: accumulators can reach {bound}, beyond "
+                         f"exact float64 (2**53)")
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if layer.op in ("Gemm", "MatMul"):
-        if bound >= FLOAT64_EXACT:
-            raise ValueError(f"layer {layer.name!r}: accumulators can reach {bound}, beyond "
-                             f"exact float64 (2**53)")
         w = b.const(_stored_weight(layer, w_int.astype(np.float64)), "w")
         if layer.op == "Gemm":
             return b.node("Gemm", [x_int, w], transA=attrs.get("transA", 0),
@@ -146,23 +182,7 @@ def _accumulate(b: _Builder, layer: Layer, x_int: str, w_int: np.ndarray, node) 
     conv_attrs = {k: v for k, v in attrs.items() if k not in ("auto_pad",)}
     if layer.op == "Conv":
         conv_attrs["pads"] = list(layer.attrs["pads"])
-    if bound < FLOAT32_EXACT:
-        w = b.const(_stored_weight(layer, w_int.astype(np.float32)), "w")
-        return b.node("Cast", [b.node(node.op_type, [x32, w], **conv_attrs)],
-                      to=TensorProto.DOUBLE), bound
-    if layer.attrs["group"] != 1:
-        raise ValueError(f"layer {layer.name!r}: a grouped layer whose accumulators can reach "
-                         f"{bound} (beyond exact float32) is not supported")
-    parts = []
-    for start, stop in _slices(w_int, layer):
-        x_part = b.node("Slice", [x32, b.const(np.array([start], np.int64)),
-                                  b.const(np.array([stop], np.int64)),
-                                  b.const(np.array([1], np.int64))])
-        part = np.asarray(w_int[:, start:stop], np.float32)
-        w = b.const(_stored_weight(layer, part), "w")
-        parts.append(b.node("Cast", [b.node(node.op_type, [x_part, w], **conv_attrs)],
-                            to=TensorProto.DOUBLE))
-    return (b.node("Sum", parts) if len(parts) > 1 else parts[0]), bound
+    return _exact_conv(b, layer, node.op_type, x32, np.asarray(w_int, np.int64), conv_attrs), bound
 
 
 def _wrap(b: _Builder, acc: str, width: int) -> str:

@@ -181,13 +181,14 @@ def test_fast_accumulation_on_every_layer_kind(many_ops):
 
 
 def test_engine_wraps_and_slices_long_reductions_like_the_reference(many_ops):
-    """Weights large enough to need float32 slices, double and a 16/24-bit wrap stay exact."""
+    """Weights large enough to need float32 slices, value splits (2**20: one input channel
+    alone passes 2**24), double and a 16/24-bit wrap stay exact."""
     import dataclasses
 
     network = Network(many_ops)
     scales = network.calibrate(images(3))
     rng = np.random.default_rng(5)
-    for width, high in ((16, 127), (24, 6000), (40, 6000)):
+    for width, high in ((16, 127), (24, 6000), (40, 6000), (48, 2 ** 20)):
         config = StrumConfig(scheme="int8", acc_width=width)
         quantized = {name: dataclasses.replace(q, w_int=rng.integers(-high, high + 1, q.w_int.shape))
                      for name, q in network.quantize(StrumConfig(scheme="int8")).items()}
