@@ -374,19 +374,22 @@ def format_table(report: dict) -> str:
     def number(value, digits=2, scale=1.0):
         return "-" if value is None else f"{value * scale:.{digits}f}"
 
+    labelled = report["float_top1"] is not None
     lines = [
         f"{report['model']} on {report['data'] or 'data'}: {report['images']} images, "
         f"float top-1 {number(report['float_top1'], 2, 100)} %",
         "",
         "| scheme | bits/weight | weight SQNR dB | top-1 % | agreement % | output SQNR dB "
-        "| weights-only top-1 % | top-5 % |",
+        f"| weights-only {'top-1 %' if labelled else 'output SQNR dB'} | top-5 % |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, row in report["schemes"].items():
+        only = number(row["weights_only_top1"], 2, 100) if labelled else \
+            number(row.get("weights_only_sqnr_db"), 1)
         lines.append(
             f"| {label} | {number(row['bits_per_weight'], 3)} | {number(row['weight_sqnr_db'], 1)} "
             f"| {number(row['top1'], 2, 100)} | {number(row['top1_agreement'], 2, 100)} "
-            f"| {number(row['output_sqnr_db'], 1)} | {number(row['weights_only_top1'], 2, 100)} "
+            f"| {number(row['output_sqnr_db'], 1)} | {only} "
             f"| {number(row.get('top5'), 2, 100)} |")
     outputs = report.get("outputs", {})
     if len(outputs) > 1:
