@@ -391,3 +391,36 @@ def test_run_integer_needs_every_weight_and_scale(digits):
         network.run_integer(x, quantized, {}, config)
     with pytest.raises(ValueError, match="accumulate"):
         network.run_integer(x, quantized, scales, config, accumulate="approximate")
+
+
+@pytest.mark.parametrize("channels, out, group, kernel, stride, pads, dilation, extra", [
+    (4, 6, 2, (3, 3), (2, 2), (1, 0, 1, 1), (1, 1), (1, 0)),
+    (3, 5, 1, (4, 4), (2, 2), (1, 1, 1, 1), (1, 1), (0, 0)),
+    (2, 4, 2, (3,), (3,), (0, 2), (2,), (1,)),
+    (6, 6, 6, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), (0, 0)),
+])
+def test_conv_transpose_reference_and_layout_equal_onnxruntime(tmp_path, channels, out, group,
+                                                                kernel, stride, pads, dilation,
+                                                                extra):
+    """reference.conv_transpose (a stride-1 conv of the upsampled input with the equivalent
+    weight) equals onnxruntime's ConvTranspose on integers; load_layers reads that weight."""
+    from strum.quant.onnx_io import conv_as_conv_transpose
+
+    rng = np.random.default_rng(sum(kernel) + channels)
+    x = rng.integers(-128, 128, (2, channels) + (5,) * len(kernel))
+    w = rng.integers(-127, 128, (channels, out // group) + kernel)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["out"], name="up", group=group,
+                            strides=list(stride), pads=list(pads), dilations=list(dilation),
+                            output_padding=list(extra))
+    graph = helper.make_graph([node], "g", [value("x")], [value("out")],
+                              [numpy_helper.from_array(w.astype(np.float32), "w")])
+    path = tmp_path / "t.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    (layer,) = load_layers(path)
+    assert layer.op == "ConvTranspose" and layer.weight.shape == (out, channels // group) + kernel
+    np.testing.assert_array_equal(conv_as_conv_transpose(layer.weight, group), w)
+    ours = layer_reference("ConvTranspose", layer.attrs, x.astype(np.int8), layer.weight.astype(np.int64), 48)
+    import onnxruntime
+    ort = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.astype(np.float32)})[0]
+    np.testing.assert_array_equal(ours, ort.astype(np.int64))
