@@ -97,10 +97,12 @@ def _quantize(args) -> int:
     seconds = time.perf_counter() - start
     save_npz(args.output, quantized)
     data = report(quantized, config, seconds)
+    unquantized = _warn_unquantized(args.input)
+    if unquantized:
+        data["unquantized_nodes"] = [{"op": op, "node": name} for op, name in unquantized]
     if args.report:
         _write_json(args.report, data)
     _print_layers(data)
-    _warn_unquantized(args.input)
     return 0
 
 

@@ -156,3 +156,14 @@ def test_inputs_the_model_rejects_at_run_time_are_one_line():
     with pytest.raises(InputError, match=r"onnxruntime failed at \w+ node") as error:
         network.run(np.zeros((1, 3, 50, 50), np.float32))    # sides must be multiples of 32
     assert "\n" not in str(error.value)
+
+
+def test_quantize_lists_weight_nodes_it_does_not_quantize(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert main(["quantize", str(rapidocr_onnx("rec")), "-o", str(tmp_path / "w.npz"),
+                 "--report", str(report)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all("MatMul node 'p2o.MatMul." in line for line in err)
+    data = json.loads(report.read_text())
+    assert [n["op"] for n in data["unquantized_nodes"]] == ["MatMul"] * 4
+    assert len(data["layers"]) == 47 and any(layer.get("scheme") == "int8" for layer in data["layers"])
