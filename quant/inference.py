@@ -21,7 +21,7 @@ A :class:`Network` runs any ONNX model onnxruntime runs, in three modes:
 self-check, and what :func:`trace_layers` records.
 
 Short reductions (a layer whose reduction vector is shorter than the block, e.g. a
-depthwise 3x3 with B = 16): :meth:`Network.quantize` applies :data:`SHORT_POLICIES`
+depthwise 3x3 with B = 16): :meth:`Network.quantize` applies :data:`.quantize.SHORT_POLICIES`
 (``docs/method.md``); the default keeps such layers int8, counted at 8 bits per weight.
 
 Operators are whatever onnxruntime runs; one it does not know is refused with a
@@ -41,7 +41,7 @@ import numpy as np
 from .config import StrumConfig
 from .errors import InputError
 from .integer_graph import rewrite
-from .onnx_io import LAYER_OPS, Layer, load_layers, unquantized_weight_nodes
+from .onnx_io import Layer, load_layers, unquantized_weight_nodes
 from .quantize import SHORT_POLICIES, QuantizedTensor, quantize, short_config
 from .reference import conv as reference_conv
 from .reference import conv_transpose as reference_conv_transpose
@@ -222,7 +222,6 @@ class Network:
             for name in node.input:
                 consumers[name] = consumers.get(name, 0) + 1
         placement = {layer.name: (index_of[layer.output], ()) for layer in loaded}
-        self._bn_factor: dict[str, np.ndarray] = {}
         layers = {layer.name: layer for layer in loaded}
         for index, node in enumerate(graph.node):
             source = by_output.get(node.input[0]) if node.input else None
@@ -242,7 +241,6 @@ class Network:
                     source, weight=_read_only(weight), bias=_read_only((bias - mean) * factor + beta),
                     output=node.output[0])
                 placement[source.name] = (placement[source.name][0], (index,))
-                self._bn_factor[source.name] = factor
         self.layers: list[Layer] = list(layers.values())
         self._placement = placement
         self.unquantized = unquantized_weight_nodes(self._proto, loaded)

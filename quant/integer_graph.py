@@ -27,7 +27,6 @@ models of ``docs/accuracy.md`` (measured there).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
