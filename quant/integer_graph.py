@@ -45,7 +45,7 @@ def accumulator_bound(w_int: np.ndarray) -> np.ndarray:
     return _ACT_MAGNITUDE * w.reshape(len(w), -1).sum(axis=1)
 
 
-def _channel_shape(layer: Layer, rank: int | None) -> tuple[int, ...]:
+def _channel_shape(layer: Layer) -> tuple[int, ...]:
     """Shape that broadcasts a per-output-channel vector against the layer's output."""
     if layer.op in ("Conv", "ConvTranspose"):
         return (-1,) + (1,) * (layer.weight.ndim - 2)
@@ -207,10 +207,10 @@ def _integer_layer(b: _Builder, layer: Layer, node, quantized, act_scale: float,
     scale = act_scale * quantized.scale.astype(np.float64)
     if layer.op == "Gemm":
         scale = scale * layer.attrs["alpha"]
-    y = b.node("Mul", [acc, b.const(scale.reshape(_channel_shape(layer, None)))])
+    y = b.node("Mul", [acc, b.const(scale.reshape(_channel_shape(layer)))])
     if layer.bias is not None:
         beta = layer.attrs["beta"] if layer.op == "Gemm" else 1.0
-        y = b.node("Add", [y, b.const((beta * layer.bias).reshape(_channel_shape(layer, None)))])
+        y = b.node("Add", [y, b.const((beta * layer.bias).reshape(_channel_shape(layer)))])
     b.node("Cast", [y], outputs=[output], to=TensorProto.FLOAT)
 
 
