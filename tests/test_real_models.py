@@ -195,3 +195,12 @@ def test_rewritten_graph_with_the_float_weights_is_the_model(name):
     for output, value in reference.items():
         scale = np.abs(value).max()
         np.testing.assert_allclose(rebuilt[output], value, rtol=1e-5, atol=1e-5 * scale, err_msg=output)
+
+
+def test_cli_simulates_the_detectors_conv_transpose_on_the_dpu(tmp_path):
+    report = tmp_path / "r.json"
+    assert main(["simulate", "layer", str(rapidocr_onnx("det")), "--layer", "p2o.ConvTranspose.0",
+                 "--block", "8", "--rows", "3", "--cols", "5", "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    # 24 -> 24 channels, 2x2 kernel, stride 2: an 8x8 input gives 16x16 outputs.
+    assert data["mismatches"] == 0 and data["outputs"] == 24 * 16 * 16
