@@ -178,6 +178,10 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         labels = network.check_labels(labels, count, "test labels")
     calibration = network.feeds(calibration, "calibration images")
     base = base or StrumConfig()
+    if not network.layers:
+        raise InputError(f"{network.path}: no Conv, ConvTranspose, Gemm or MatMul with a constant "
+                         f"weight in the main graph; layers inside subgraphs (If, Loop) run in "
+                         f"float and are not quantized by eval")
     longest = max(layer.weight[0].size for layer in network.layers)
     configs = {}
     for scheme in schemes:

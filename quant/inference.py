@@ -192,12 +192,19 @@ class Network:
         self.input_name = values[0].name
         self.input_shape = self.inputs[self.input_name]
         # The batch axis of every input: where the first input's axis-0 dim name appears
-        # (silero-vad's state is [2, batch, 128]); axis 0 when unnamed; None for scalars.
+        # (silero-vad's state is [2, batch, 128]); None for scalars.
         dims = {v.name: [d.dim_param for d in v.type.tensor_type.shape.dim] for v in values}
         batch_name = dims[self.input_name][0] if dims[self.input_name] else ""
-        self.batch_axes = {name: (names.index(batch_name) if batch_name and batch_name in names
-                                  else (0 if names else None))
-                           for name, names in dims.items()}
+        # Without a name, the first dynamic axis of each input.
+        def batch_axis(name, names):
+            if batch_name and batch_name in names:
+                return names.index(batch_name)
+            shape = self.inputs[name]
+            if not shape:
+                return None
+            return 0 if batch_name else next((i for i, d in enumerate(shape) if d is None), 0)
+
+        self.batch_axes = {name: batch_axis(name, names) for name, names in dims.items()}
         if not graph.output:
             raise InputError(f"{self.path}: the model has no output")
         self.output_names = [o.name for o in graph.output]

@@ -204,3 +204,15 @@ def test_cli_simulates_the_detectors_conv_transpose_on_the_dpu(tmp_path):
     data = json.loads(report.read_text())
     # 24 -> 24 channels, 2x2 kernel, stride 2: an 8x8 input gives 16x16 outputs.
     assert data["mismatches"] == 0 and data["outputs"] == 24 * 16 * 16
+
+
+def test_layers_only_inside_subgraphs_are_refused_in_one_line():
+    """silero-vad's two-rate model keeps all its convs inside an If: eval says so."""
+    from strum.quant.errors import InputError
+
+    network = Network(silero_vad_onnx())
+    assert network.batch_axes == {"input": 0, "state": 1, "sr": None}   # unnamed dims
+    feeds = silero_feeds(4)
+    assert network.run_outputs(feeds)["output"].shape == (4, 1)
+    with pytest.raises(InputError, match="layers inside subgraphs"):
+        evaluate(network, feeds, None, feeds, ["int8"])
