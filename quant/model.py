@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import StrumConfig
 from .files import atomic_writer, write_text
-from .quantize import QuantizedTensor, quantize, sqnr_db
+from .quantize import QuantizedTensor, quantize, short_config, sqnr_db
 
 __all__ = ["QuantizedLayer", "quantize_layers", "save_npz", "report", "write_report"]
 
@@ -27,9 +27,15 @@ class QuantizedLayer:
         return sqnr_db(self.weight, self.quantized.dequantize())
 
 
-def quantize_layers(layers, config: StrumConfig) -> list[QuantizedLayer]:
-    """Quantize every layer (objects with ``name`` and ``weight``) with one config."""
-    return [QuantizedLayer(layer.name, layer.weight, quantize(layer.weight, config, name=layer.name))
+def quantize_layers(layers, config: StrumConfig, short: str = "pad") -> list[QuantizedLayer]:
+    """Quantize every layer (objects with ``name`` and ``weight``) with one config.
+
+    ``short`` is the short-reduction policy (:data:`.quantize.SHORT_POLICIES`); with
+    ``"int8"`` a layer StruM's blocks would store in more than 8 bits per weight is int8.
+    """
+    return [QuantizedLayer(layer.name, layer.weight,
+                           quantize(layer.weight, short_config(config, layer.weight, short),
+                                    name=layer.name))
             for layer in layers]
 
 
@@ -54,16 +60,18 @@ def _finite(value: float):
 
 
 def report(layers: list[QuantizedLayer], config: StrumConfig, seconds: float) -> dict:
+    def entry(layer):
+        row = {"name": layer.name, "shape": list(layer.weight.shape),
+               "weights": int(layer.weight.size), "sqnr_db": _finite(layer.sqnr_db),
+               "bits_per_weight": layer.quantized.bits_per_weight}
+        if layer.quantized.config.scheme != config.scheme:
+            row["scheme"] = layer.quantized.config.scheme     # kept int8 (short reduction)
+        return row
+
     return {
         "scheme": config.scheme,
         "config": config.to_dict(),
-        "layers": [{
-            "name": layer.name,
-            "shape": list(layer.weight.shape),
-            "weights": int(layer.weight.size),
-            "sqnr_db": _finite(layer.sqnr_db),
-            "bits_per_weight": layer.quantized.bits_per_weight,
-        } for layer in layers],
+        "layers": [entry(layer) for layer in layers],
         "seconds": seconds,
     }
 

@@ -7,8 +7,13 @@ with output channels on axis 0 and the weight in float64:
   initializer, a ``Constant`` node, or an ``Identity`` of either), found in the main
   graph and, recursively, in subgraphs (``If`` branches, ``Loop``/``Scan`` bodies).
   Conv weights stay ``[K, C/g, *kernel]``; Gemm and MatMul weights are brought to
-  ``[out, in]``, so that a linear layer computes ``y = x @ W.T``.
-  Other operators (``LSTM``, ``ConvTranspose``, quantized ops, ...) are left alone.
+  ``[out, in]``, so that a linear layer computes ``y = x @ W.T``. A ``ConvTranspose``
+  weight ``[C, K/g, *kernel]`` becomes the weight of its equivalent convolution,
+  ``[K, C/g, *kernel]`` with the kernel flipped (:func:`conv_transpose_as_conv`): the
+  layer is a stride-1 convolution of the zero-upsampled input, and that is the reduction
+  vector StruM blocks.
+  Other weight-bearing operators (:data:`OTHER_WEIGHT_OPS`) are not quantized:
+  :func:`unquantized_weight_nodes` lists them.
 - ``.npy``: one tensor, named after the file stem.
 - ``.npz``: one tensor per key, in file order.
 
@@ -28,10 +33,14 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["InputError", "Layer", "LAYER_OPS", "load_layers", "find_layer"]
+__all__ = ["InputError", "Layer", "LAYER_OPS", "OTHER_WEIGHT_OPS", "load_layers", "find_layer",
+           "conv_transpose_as_conv", "conv_as_conv_transpose", "unquantized_weight_nodes"]
 
 #: ONNX operators whose constant weight is quantized.
-LAYER_OPS = ("Conv", "Gemm", "MatMul")
+LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+#: Operators that can hold a weight but are not quantized: reported, run in float.
+OTHER_WEIGHT_OPS = ("LSTM", "GRU", "RNN", "Einsum", "ConvInteger", "MatMulInteger",
+                    "QLinearConv", "QLinearMatMul", "DeformConv", "Attention")
 
 _SUFFIXES = (".onnx", ".npy", ".npz")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -398,6 +407,42 @@ class _OnnxReader:
                      bias=self._bias(node, scope, what, weight.shape[0]),
                      graph_path=graph_path)
 
+    def _convtranspose(self, node, scope, graph_path: str) -> Layer | None:
+        from onnx import helper
+
+        if len(node.input) < 2:
+            return None
+        raw = self._constant(scope, node.input[1])
+        if raw is None or raw.ndim < 3:
+            return None
+        what = self._what(node, node.input[1])
+        given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        group = int(given.get("group", 1))
+        spatial = raw.ndim - 2
+        if group < 1 or raw.shape[0] % group:
+            raise InputError(f"{self.path}: {what} has group={group}, which does not divide "
+                             f"its {raw.shape[0]} input channels")
+        weight = _as_weight(self.path, f"weight of {what}", conv_transpose_as_conv(raw, group))
+        kernel = tuple(int(k) for k in given.get("kernel_shape", raw.shape[2:]))
+        auto_pad = given.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        if kernel != tuple(raw.shape[2:]) or auto_pad not in ("NOTSET", "VALID") \
+                or "output_shape" in given:
+            raise InputError(f"{self.path}: {what}: only explicit pads and output_padding are "
+                             f"supported (no auto_pad SAME or output_shape); re-export the model "
+                             f"with explicit pads")
+        attrs = {"group": group,
+                 "strides": tuple(int(v) for v in given.get("strides", (1,) * spatial)),
+                 "pads": tuple(int(v) for v in given.get("pads", (0,) * (2 * spatial)))
+                 if auto_pad == "NOTSET" else (0,) * (2 * spatial),
+                 "dilations": tuple(int(v) for v in given.get("dilations", (1,) * spatial)),
+                 "output_padding": tuple(int(v) for v in given.get("output_padding",
+                                                                  (0,) * spatial)),
+                 "kernel_shape": kernel}
+        return Layer(name=node.name or node.input[1], op="ConvTranspose", weight=weight,
+                     attrs=attrs, input=node.input[0], output=node.output[0],
+                     bias=self._bias(node, scope, what, weight.shape[0]), graph_path=graph_path)
+
     def _conv_attrs(self, node, shape: tuple, what: str) -> dict:
         from onnx import helper
 
@@ -515,6 +560,50 @@ class _OnnxReader:
         return Layer(name=node.name or weight_name, op="MatMul", weight=weight,
                      attrs={"weight_operand": operand}, input=data_name,
                      output=node.output[0], graph_path=graph_path)
+
+
+def conv_transpose_as_conv(weight: np.ndarray, group: int) -> np.ndarray:
+    """ConvTranspose weight ``[C, K/g, *kernel]`` to its equivalent Conv weight ``[K, C/g, *kernel]``.
+
+    ``ConvTranspose(x, W)`` equals ``Conv`` with this weight (the kernel flipped on every
+    spatial axis, input and output channels swapped within each group) applied with stride
+    1 to ``x`` upsampled by the strides (zeros between samples) and padded by
+    ``d * (k - 1) - pad`` at each end (plus ``output_padding`` at the end).
+    """
+    weight = np.asarray(weight)
+    channels, per_group = weight.shape[:2]
+    kernel = weight.shape[2:]
+    grouped = weight.reshape((group, channels // group, per_group) + kernel)
+    swapped = np.swapaxes(grouped, 1, 2).reshape((group * per_group, channels // group) + kernel)
+    return np.flip(swapped, axis=tuple(range(2, weight.ndim)))
+
+
+def conv_as_conv_transpose(weight: np.ndarray, group: int) -> np.ndarray:
+    """Inverse of :func:`conv_transpose_as_conv`: ``[K, C/g, *kernel]`` to ``[C, K/g, *kernel]``."""
+    weight = np.asarray(weight)
+    out_channels, per_group = weight.shape[:2]
+    kernel = weight.shape[2:]
+    flipped = np.flip(weight, axis=tuple(range(2, weight.ndim)))
+    grouped = flipped.reshape((group, out_channels // group, per_group) + kernel)
+    return np.swapaxes(grouped, 1, 2).reshape((group * per_group, out_channels // group) + kernel)
+
+
+def unquantized_weight_nodes(model, layers) -> list[tuple[str, str]]:
+    """``(op, node name)`` of every main-graph node that may hold a weight but is not quantized.
+
+    These are the :data:`OTHER_WEIGHT_OPS` and the Conv, ConvTranspose, Gemm and MatMul
+    nodes without a constant weight operand (e.g. attention's activation products); they
+    run in float.
+    """
+    quantized = {layer.output for layer in layers if not layer.graph_path}
+    found = []
+    for index, node in enumerate(model.graph.node):
+        if node.domain not in _ONNX_DOMAINS:
+            continue
+        if node.op_type in OTHER_WEIGHT_OPS or (node.op_type in LAYER_OPS
+                                                and node.output[0] not in quantized):
+            found.append((node.op_type, node.name or f"{node.op_type}_{index}"))
+    return found
 
 
 def _source_array(source) -> np.ndarray:

@@ -14,12 +14,20 @@ from .int8 import channel_scale, quantize_int8
 from .rounding import clip, round_float
 from .strum import mip2q_magnitude, select_high, strum_weights
 
-__all__ = ["QuantizedTensor", "quantize", "sqnr_db", "validate_weights"]
+__all__ = ["QuantizedTensor", "quantize", "sqnr_db", "validate_weights", "SHORT_POLICIES",
+           "short_config"]
 
 INT4_MAX = 7
 POT_MAX = 2 ** MIP2Q_MAX_EXP
 TWO_FOUR_METADATA_BITS = 2    # 2:4 stores a 2-bit lane index per kept value
 CHUNK_WEIGHTS = 1 << 20
+#: Short reductions, for StruM schemes: a layer whose memory image would cost more bits
+#: per weight than int8 (a reduction shorter than the block, like a depthwise 3x3 at
+#: B = 16, or just past a multiple of B) is kept int8 under ``int8`` (stored without
+#: block padding, counted at 8 bits per weight; it needs int8-capable lanes: the int8 or
+#: the dynamic StruM PE), or quantized like any layer under ``pad`` (zero-padded blocks,
+#: all counted). ``docs/method.md`` says why ``int8`` is the default.
+SHORT_POLICIES = ("int8", "pad")
 
 
 @dataclass(frozen=True)
@@ -185,3 +193,16 @@ _SCHEMES = {
     "int8": _int8, "int4": _int4, "int4-g16": _int4_g16, "pot": _pot, "2:4": _two_four,
 }
 assert set(_SCHEMES) == set(SCHEMES), "every scheme of the config has a quantizer"
+
+
+def short_config(config: StrumConfig, weight: np.ndarray, short: str = "int8") -> StrumConfig:
+    """The config a layer of this weight shape gets under a short-reduction policy
+    (:data:`SHORT_POLICIES`): ``config`` itself, or int8 where StruM's blocks would cost
+    more than 8 bits per weight."""
+    if short not in SHORT_POLICIES:
+        raise ValueError(f"short must be one of {', '.join(SHORT_POLICIES)}, not {short!r}")
+    length = int(np.prod(np.shape(weight)[1:]))
+    if short == "int8" and config.is_strum and \
+            block_count(length, config.block_size) * config.block_bytes > length:
+        return config.replace(scheme="int8")
+    return config

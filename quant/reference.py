@@ -16,7 +16,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .config import ACT_WIDTH
 from .rounding import wrap_signed
 
-__all__ = ["check_activations", "dot", "linear", "conv", "conv_output_shape", "conv_patches"]
+__all__ = ["check_activations", "dot", "linear", "conv", "conv_output_shape", "conv_patches",
+           "conv_transpose", "conv_transpose_input"]
 
 ACT_MIN, ACT_MAX = -(1 << (ACT_WIDTH - 1)), (1 << (ACT_WIDTH - 1)) - 1
 
@@ -146,3 +147,44 @@ def conv(x: np.ndarray, w_int: np.ndarray, acc_width: int, *, stride=1, padding=
     spec = f"ngc{letters}{kern},gkc{kern}->ngk{letters}"
     result = np.einsum(spec, windows, w, optimize=True)
     return wrap_signed(result.reshape((batch, out_channels) + out), acc_width)
+
+
+def conv_transpose_input(x: np.ndarray, kernel_shape, *, stride=1, padding=0, dilation=1,
+                         output_padding=0) -> np.ndarray:
+    """The input of the convolution that computes a ConvTranspose (ONNX semantics).
+
+    ``x [N, C, *spatial]`` upsampled by ``stride`` (``stride - 1`` zeros between
+    samples), then padded by ``d * (k - 1) - pad_begin`` in front and
+    ``d * (k - 1) - pad_end + output_padding`` behind (a negative amount crops). A
+    stride-1 :func:`conv` of the result with the equivalent weight
+    (:func:`strum.quant.onnx_io.conv_transpose_as_conv`) is the ConvTranspose.
+    """
+    x = check_activations(x)
+    dims = x.ndim - 2
+    kernel = tuple(int(k) for k in kernel_shape)
+    stride, dilation = _per_dim(stride, dims, "stride"), _per_dim(dilation, dims, "dilation")
+    extra = _per_dim(output_padding, dims, "output_padding")
+    pads = _pads(padding, dims)
+    up = np.zeros(x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(x.shape[2:], stride)),
+                  dtype=np.int64)
+    up[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)] = x
+    widths, crops = [], []
+    for k, d, (b, e), o, n in zip(kernel, dilation, pads, extra, up.shape[2:]):
+        begin, end = d * (k - 1) - b, d * (k - 1) - e + o
+        widths.append((max(begin, 0), max(end, 0)))
+        crops.append(slice(max(-begin, 0), n - max(-end, 0)))
+    up = up[(slice(None), slice(None)) + tuple(crops)]
+    return np.pad(up, ((0, 0), (0, 0)) + tuple(widths))
+
+
+def conv_transpose(x: np.ndarray, w_conv: np.ndarray, acc_width: int, *, stride=1, padding=0,
+                   dilation=1, output_padding=0, groups: int = 1) -> np.ndarray:
+    """Integer ONNX ConvTranspose, ``w_conv`` in equivalent-Conv form ``[K, C/g, *kernel]``.
+
+    Computed as :func:`conv` (stride 1) of :func:`conv_transpose_input`, so the
+    accumulators and their reduction order are those of a convolution.
+    """
+    w = np.asarray(w_conv)
+    up = conv_transpose_input(x, w.shape[2:], stride=stride, padding=padding,
+                              dilation=dilation, output_padding=output_padding)
+    return conv(up, w, acc_width, stride=1, padding=0, dilation=dilation, groups=groups)

@@ -1,6 +1,7 @@
 """Whole layers on the DPU: tiling, streaming, and the comparison with the golden model.
 
-A conv layer's output ``[K, P]`` (P output positions, batch folded in) is cut into
+A conv layer's output ``[K, P]`` (a ConvTranspose is the stride-1 convolution of its
+upsampled input, :func:`strum.quant.reference.conv_transpose_input`) (P output positions, batch folded in) is cut into
 tiles of R output channels by C positions, per group. A tile takes ``nb`` steps, one
 per block of the reduction vector: step j carries the j-th weight block of each of the
 tile's R channels (from the memory image, :func:`strum.quant.image.unpack_blocks`) and
@@ -22,12 +23,12 @@ from strum.quant.config import StrumConfig
 from strum.quant.errors import InputError
 from strum.quant.image import BlockFields, read_image, unpack_blocks
 from strum.quant.quantize import quantize
-from strum.quant.reference import conv, conv_patches, linear
+from strum.quant.reference import conv, conv_patches, conv_transpose_input, linear
 
 __all__ = ["LayerJob", "prepare_layer", "schedule", "Schedule", "random_input", "input_shape",
            "run_dpu", "simulate_layer", "BACKENDS"]
 
-SUPPORTED_OPS = ("Conv", "Gemm", "MatMul")
+SUPPORTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ RANDOM_OUTPUT_SIDE = {1: 64, 2: 8, 3: 4}
 def input_shape(layer, batch: int = 1) -> tuple[int, ...]:
     """An input shape for a layer with no real input: large enough for
     :data:`RANDOM_OUTPUT_SIDE` output positions per axis before padding."""
-    if layer.op != "Conv":
+    if layer.op not in ("Conv", "ConvTranspose"):
         return (batch, layer.weight.shape[1])
     attrs = layer.attrs
     channels = layer.weight.shape[1] * attrs.get("group", 1)
@@ -76,6 +77,8 @@ def input_shape(layer, batch: int = 1) -> tuple[int, ...]:
     side = RANDOM_OUTPUT_SIDE.get(len(kernel), 4)
     strides = attrs.get("strides", (1,) * len(kernel))
     dilations = attrs.get("dilations", (1,) * len(kernel))
+    if layer.op == "ConvTranspose":     # its output grows with the input: side inputs suffice
+        return (batch, channels) + (side,) * len(kernel)
     spatial = [(side - 1) * s + d * (k - 1) + 1 for k, s, d in zip(kernel, strides, dilations)]
     return (batch, channels) + tuple(spatial)
 
@@ -111,7 +114,7 @@ def prepare_layer(layer, config: StrumConfig, x_int8: np.ndarray) -> LayerJob:
                          f"(supported: {', '.join(SUPPORTED_OPS)})")
     x = np.asarray(x_int8, dtype=np.int64)
     w_int, fields = _weight_fields(config, layer.weight, layer.name)
-    if layer.op == "Conv":
+    if layer.op in ("Conv", "ConvTranspose"):
         attrs = layer.attrs
         groups = attrs.get("group", 1)
         expected_channels = layer.weight.shape[1] * groups
@@ -120,6 +123,12 @@ def prepare_layer(layer, config: StrumConfig, x_int8: np.ndarray) -> LayerJob:
                              f"{layer.weight.shape} with group={groups} (expected [N, {expected_channels}, ...])")
         options = dict(stride=attrs.get("strides", 1), padding=attrs.get("pads", 0),
                        dilation=attrs.get("dilations", 1), groups=groups)
+        if layer.op == "ConvTranspose":
+            # A stride-1 convolution of the upsampled, padded input (docs/method.md).
+            x = conv_transpose_input(x, layer.weight.shape[2:], stride=options["stride"],
+                                     padding=options["padding"], dilation=options["dilation"],
+                                     output_padding=attrs.get("output_padding", 0))
+            options.update(stride=1, padding=0)
         patches, out = conv_patches(x, layer.weight.shape[2:], **options)
         reference = conv(x, w_int, config.acc_width, **options)        # [N, K, *out]
         expected = np.moveaxis(reference.reshape(x.shape[0], w_int.shape[0], -1), 0, 1)
@@ -305,27 +314,40 @@ def run_dpu(dpu, plan: Schedule, nb: int, *, backend: str = "verilator", seed: i
     return _tile_array(fields, dpu.rows, dpu.cols), cycles
 
 
-def layer_inputs(model, config: StrumConfig, data, batch: int) -> dict:
+def layer_inputs(model, config: StrumConfig, data, batch: int, short: str = "int8") -> dict:
     """Every quantized layer's real int8 input, from integer inference on ``batch``
-    images of ``data`` (``digits``, ``mnist`` or an ``.npz``; see
+    inputs of ``data`` (``digits``, ``mnist``, an ``.npz`` or a folder; see
     :func:`strum.quant.evaluate.load_data`)."""
     from strum.quant.evaluate import load_data
-    from strum.quant.inference import trace_layers
+    from strum.quant.inference import Network, trace_layers
 
-    loaded = load_data(data)
-    traces = trace_layers(model, config, loaded.images[:batch], loaded.calibration)
+    network = Network(model)
+    loaded = load_data(data, inputs=list(network.inputs))
+    images = loaded.images
+    if isinstance(images, dict):
+        images = {name: value if network.batch_axes[name] is None
+                  else np.take(value, np.arange(min(batch, value.shape[network.batch_axes[name]])),
+                               axis=network.batch_axes[name])
+                  for name, value in images.items()}
+    else:
+        images = images[:batch]
+    traces = trace_layers(network, config, images, loaded.calibration, short=short)
     return {trace.name: trace.x_int8 for trace in traces}
 
 
 def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "verilator",
                           seed: int = 0, data=None, batch: int = 1, backpressure: bool = False,
-                          vcd=None, progress: bool = True) -> list[dict]:
+                          vcd=None, progress: bool = True, short: str = "int8") -> list[dict]:
     """``strum simulate layer``: one layer (or ``"all"``) of an ONNX model through a DPU.
 
     ``hardware`` holds the StrumDPU keywords (config, rows, cols, variant, ...). Inputs
     are the layers' real int8 inputs when ``data`` names a data set, else random int8
-    from ``seed``.
+    from ``seed``. A layer that the short-reduction policy ``short``
+    (:data:`strum.quant.quantize.SHORT_POLICIES`) keeps int8 runs on the int8 array of the
+    same size, as integer inference computes it; its report says ``"short_reduction"``.
     """
+    from strum.quant.quantize import short_config
+
     from strum.quant.onnx_io import find_layer, load_layers, node_operator
 
     if not isinstance(batch, int) or batch < 1:
@@ -343,17 +365,23 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
             raise InputError(f"layer {candidate.name!r}: operator {candidate.op} is not supported "
                              f"on the DPU (supported: {', '.join(SUPPORTED_OPS)})")
     config = hardware["config"]
-    inputs = layer_inputs(model, config, data, batch) if data is not None else {}
+    inputs = layer_inputs(model, config, data, batch, short) if data is not None else {}
     reports = []
     for index, candidate in enumerate(chosen):
         x = inputs.get(candidate.name)
         if x is None:
             x = random_input(input_shape(candidate, batch), seed + index)
-        job = prepare_layer(candidate, config, x)
-        reports.append(simulate_layer(job, **{k: v for k, v in hardware.items() if k != "config"},
-                                      backend=backend, seed=seed if backpressure else None,
+        layer_config = short_config(config, candidate.weight, short)
+        options = {k: v for k, v in hardware.items() if k != "config"}
+        if layer_config != config:
+            options.update(variant="int8", routing=None)
+        job = prepare_layer(candidate, layer_config, x)
+        reports.append(simulate_layer(job, **options, backend=backend,
+                                      seed=seed if backpressure else None,
                                       progress=progress, vcd=vcd))
         reports[-1]["input"] = "real" if candidate.name in inputs else "random"
+        if layer_config != config:
+            reports[-1]["short_reduction"] = "int8 (on the int8 array)"
     return reports
 
 

