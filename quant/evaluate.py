@@ -11,6 +11,12 @@ by ``:``: ``h<H>`` high lanes, ``b<B>`` block size, ``g<G>`` selection group (St
 schemes only), ``haz`` or ``rne`` rounding, ``acc<W>`` accumulator width. Examples:
 ``int8``, ``2:4``, ``dliq:h8``, ``mip2q:h4:g4``, ``int4-g16:acc48``.
 
+A spec may end in a calibration method, ``+oa`` (output-aware weights and bias
+correction, :mod:`.output_aware`), ``+bc`` (bias correction only) or ``+plain``, and in
+``+policy`` (the per-layer precision ``policy`` given to :func:`evaluate`,
+:mod:`.policy`): ``dliq:h8+oa``, ``mip2q:h4+oa+policy``. Without one, ``method``
+applies. Calibration statistics come from the calibration images.
+
 Accumulator width: the hardware schemes (:data:`.config.HARDWARE_SCHEMES`) use the
 base config's width (32 bits) and a layer that does not fit is an error, as in the
 hardware. The other comparison schemes (``int4-g16`` reaches weights of 7*255) get 48
@@ -124,9 +130,28 @@ def scheme_label(config: StrumConfig, base: StrumConfig | None = None) -> str:
 
 # -- evaluation ------------------------------------------------------------------------
 
+def split_spec(spec: str, method: str = "plain") -> tuple[str, str, bool]:
+    """``"dliq:h8+oa+policy"`` -> (``"dliq:h8"``, ``"oa"``, True): scheme spec, method,
+    per-layer policy."""
+    from .calibrate import METHODS
+
+    scheme, *modifiers = str(spec).split("+")
+    policy = False
+    for modifier in modifiers:
+        if modifier in METHODS:
+            method = modifier
+        elif modifier == "policy":
+            policy = True
+        else:
+            raise ConfigError(f"scheme spec {spec!r}: unknown modifier {'+' + modifier!r}, "
+                              f"expected +{', +'.join(METHODS)} or +policy")
+    return scheme, method, policy
+
+
 def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
              base: StrumConfig | None = None, percentile: float | None = None,
-             weights_only: bool = True, data_name: str | None = None) -> dict:
+             weights_only: bool = True, data_name: str | None = None,
+             method: str = "plain", policy=None) -> dict:
     """Accuracy of every scheme on one model and data set.
 
     Parameters
@@ -146,6 +171,11 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         Also run the dequantized weights in onnxruntime.
     data_name : str or None
         Recorded in the report.
+    method : str
+        Calibration method of specs without one: ``plain``, ``bc`` or ``oa``.
+    policy : :class:`.policy.Policy` or None
+        The per-layer precision of ``+policy`` specs (and of every spec when given
+        and no spec asks for it).
 
     Returns
     -------
@@ -170,9 +200,17 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
     base = base or StrumConfig()
     longest = max(layer.weight[0].size for layer in network.layers)
     configs = {}
-    for scheme in schemes:
+    parsed = [(scheme, method, False) if isinstance(scheme, StrumConfig)
+              else split_spec(scheme, method) for scheme in schemes]
+    if policy is not None and not any(p[2] for p in parsed):
+        parsed = [(scheme, how, True) for scheme, how, _ in parsed]
+    for scheme, how, per_layer in parsed:
         config = scheme if isinstance(scheme, StrumConfig) else parse_scheme(scheme, base, longest)
-        configs.setdefault(scheme_label(config, base), config)
+        label = scheme_label(config, base) + ("" if how == "plain" else f"+{how}") \
+            + ("+policy" if per_layer else "")
+        configs.setdefault(label, (config, how, per_layer))
+    if policy is None and any(per_layer for _, _, per_layer in configs.values()):
+        raise ConfigError("a +policy scheme needs a policy (--keep-int8 or a budget)")
 
     reference = network.run_onnxruntime(images)
     predicted = reference.argmax(axis=-1)
@@ -190,9 +228,23 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         "activation_scales": act_scales,
         "schemes": {},
     }
-    for label, config in configs.items():
+    statistics = None
+    if any(how != "plain" or per_layer for _, how, per_layer in configs.values()):
+        from .calibrate import layer_statistics
+        statistics = layer_statistics(network, calibration, act_scales, base=base)
+        report["calibration_statistics_seconds"] = time.perf_counter() - start
+    for label, (config, how, per_layer) in configs.items():
         scheme_start = time.perf_counter()
-        quantized = network.quantize(config)
+        layer_configs, chosen = config, None
+        if per_layer:
+            chosen = policy.choose(network, config, how, statistics, calibration, act_scales)
+            layer_configs = chosen.configs
+        if how == "plain" and not per_layer:
+            quantized = network.quantize(config)
+        else:
+            from .calibrate import quantize_network
+            quantized = (chosen.quantized if chosen is not None
+                         else quantize_network(network, layer_configs, how, statistics))
         logits = network.run_integer(images, quantized, act_scales, config)
         layers = [{"name": layer.name,
                    "sqnr_db": _finite(sqnr_db(layer.weight, quantized[layer.name].dequantize())),
@@ -207,7 +259,13 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
             "bits_per_weight": _weighted([l["bits_per_weight"] for l in layers], weights),
             "weight_sqnr_db": _weighted([l["sqnr_db"] for l in layers], weights),
             "layers": layers,
+            "method": how,
         }
+        if statistics is not None:
+            from .policy import network_cycles
+            result["pe_cycles"] = network_cycles(network, quantized, statistics, config)
+        if chosen is not None:
+            result["policy"] = chosen.report
         if weights_only:
             dequantized = {name: q.dequantize() for name, q in quantized.items()}
             only = network.run_onnxruntime(images, dequantized).argmax(axis=-1)

@@ -417,7 +417,7 @@ class Network:
                 acc = _fast_accumulate(layer, x_int8, q.w_int, config.acc_width)
             if trace is not None:
                 trace(layer, x_int8, scale, acc.astype(np.int64))
-            return _dequantize(layer, acc, scale * q.scale.astype(np.float64))
+            return _dequantize(layer, acc, scale * q.scale.astype(np.float64), q.bias)
 
         return _batched(images, batch_size, lambda x: self._forward(x.astype(np.float64), layer_fn))
 
@@ -559,15 +559,18 @@ def _float_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _dequantize(layer: Layer, acc: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``acc * s_act * s_w[k] (* alpha) + bias`` in float64."""
+def _dequantize(layer: Layer, acc: np.ndarray, scale: np.ndarray,
+                bias: np.ndarray | None = None) -> np.ndarray:
+    """``acc * s_act * s_w[k] (* alpha) + bias`` in float64 (``bias``: a corrected one
+    replacing the layer's, :attr:`.quantize.QuantizedTensor.bias`)."""
     if layer.op == "Gemm":
         scale = scale * layer.attrs["alpha"]
     # Integer-valued acc (int64 or exact float) times a float64 scale: float64.
     y = acc * scale.reshape(_channel_shape(layer, acc.ndim))
-    if layer.bias is not None:
+    bias = layer.bias if bias is None else bias
+    if bias is not None:
         beta = layer.attrs["beta"] if layer.op == "Gemm" else 1.0
-        y += beta * layer.bias.reshape(_channel_shape(layer, y.ndim))
+        y += beta * bias.reshape(_channel_shape(layer, y.ndim))
     return y
 
 

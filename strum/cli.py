@@ -53,6 +53,35 @@ def _config(args) -> StrumConfig:
                        acc_width=args.acc_width, max_reduction_length=args.max_reduction)
 
 
+def _add_calibration_options(parser: argparse.ArgumentParser, optional_data: bool = False) -> None:
+    group = parser.add_argument_group("calibration (output-aware quantization, per-layer precision)")
+    if optional_data:
+        group.add_argument("--calibration", nargs="?", const="", default=None, metavar="DATA",
+                           help="output-aware quantization and bias correction from calibration "
+                                "images: digits, mnist or an .npz (without DATA: those of --data)")
+    else:
+        group.add_argument("--calibration", default=None, metavar="DATA",
+                           help="output-aware quantization and bias correction from the "
+                                "calibration images of DATA: digits, mnist or an .npz")
+    group.add_argument("--keep-int8", default=None, metavar="LIST",
+                       help="layers kept at H = B: first, last, depthwise and layer names, "
+                            "comma-separated")
+    budget = group.add_mutually_exclusive_group()
+    budget.add_argument("--budget-bits", type=float, default=None, metavar="BITS",
+                        help="per-layer H under this average of stored bits per weight")
+    budget.add_argument("--budget-cycles", type=float, default=None, metavar="X",
+                        help="per-layer H under X times the static PE's one-pass cycles")
+
+
+def _policy(args):
+    """The per-layer policy of the options, or None."""
+    if args.keep_int8 is None and args.budget_bits is None and args.budget_cycles is None:
+        return None
+    from strum.quant.policy import Policy
+    keep = tuple(item.strip() for item in (args.keep_int8 or "").split(",") if item.strip())
+    return Policy(keep_int8=keep, budget_bits=args.budget_bits, budget_cycles=args.budget_cycles)
+
+
 def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) -> None:
     from strum.hw.router import ROUTINGS
 
@@ -91,12 +120,26 @@ def _quantize(args) -> int:
     from strum.quant.onnx_io import load_layers
 
     config = _config(args)
-    layers = load_layers(args.input)
+    policy, policy_report = _policy(args), None
     start = time.perf_counter()
-    quantized = quantize_layers(layers, config)
+    if args.calibration is not None or policy is not None:
+        from strum.quant.calibrate import quantize_model
+        from strum.quant.evaluate import load_data
+
+        if args.calibration is None:
+            raise ValueError("--keep-int8 and the budgets need --calibration DATA")
+        if Path(args.input).suffix.lower() != ".onnx":
+            raise ValueError(f"--calibration needs an ONNX model to run, not {args.input}")
+        quantized, policy_report = quantize_model(args.input, config,
+                                                  load_data(args.calibration).calibration,
+                                                  policy=policy)
+    else:
+        quantized = quantize_layers(load_layers(args.input), config)
     seconds = time.perf_counter() - start
     save_npz(args.output, quantized)
     data = report(quantized, config, seconds)
+    if args.calibration is not None:
+        data["calibration"] = {"data": args.calibration, "method": "oa", "policy": policy_report}
     if args.report:
         _write_json(args.report, data)
     _print_layers(data)
@@ -202,7 +245,8 @@ def _flow(args) -> int:
     from strum import flow
 
     config = _config(args)
-    summary = flow.run(config, Path(args.output), model=args.model)
+    summary = flow.run(config, Path(args.output), model=args.model,
+                       **({"calibration": args.calibration} if args.calibration else {}))
     _print_flow(summary, Path(args.output))
     return 1 if any(summary["steps"].get(step, {}).get("mismatches") for step in ("pe", "layer")) else 0
 
@@ -240,9 +284,16 @@ def _eval(args) -> int:
     data = load_data(args.data)
     schemes = [spec for item in args.schemes for spec in item.split(",") if spec]
     base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
-    report = evaluate(args.model, data.images, data.labels, data.calibration, schemes,
+    calibration = data.calibration
+    if args.calibration:
+        calibration = load_data(args.calibration).calibration
+        data = type(data)(data.name, data.images, data.labels, calibration,
+                          f"{args.calibration}'s calibration images")
+    report = evaluate(args.model, data.images, data.labels, calibration, schemes,
                       base=base, percentile=args.percentile,
-                      weights_only=not args.no_weights_only, data_name=data.name)
+                      weights_only=not args.no_weights_only, data_name=data.name,
+                      method="oa" if args.calibration is not None else "plain",
+                      policy=_policy(args))
     report["calibration_source"] = data.calibration_source
     if args.report:
         _write_json(args.report, report)
@@ -390,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--model", default=None, help="ONNX model (default: embedded digits CNN)")
     flow.add_argument("-o", "--output", default="strum-flow", help="output folder (default: strum-flow)")
     _add_config_options(flow)
+    flow.add_argument("--calibration", default=None, metavar="DATA",
+                      help="output-aware quantization from DATA's calibration images "
+                           "(digits, mnist or an .npz)")
     flow.set_defaults(run=_flow)
 
     quantize = verbs.add_parser("quantize", help="quantize a model's weights")
@@ -397,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("-o", "--output", required=True, help="OUT.npz")
     quantize.add_argument("--report", help="REPORT.json")
     _add_config_options(quantize)
+    _add_calibration_options(quantize)
     quantize.set_defaults(run=_quantize)
 
     inspect = verbs.add_parser("inspect", help="verify and describe memory images (an image "
@@ -455,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="calibrate activations to this percentile of |x| (default: max)")
     evaluate.add_argument("--no-weights-only", action="store_true",
                           help="skip the weights-only onnxruntime runs")
+    _add_calibration_options(evaluate, optional_data=True)
     evaluate.set_defaults(run=_eval)
 
     synth = verbs.add_parser("synth", help="area, cells, LUTs and Fmax of a PE or a DPU "

@@ -1,0 +1,187 @@
+"""Calibration statistics of every layer, and the calibrated quantization of a network.
+
+:func:`layer_statistics` runs integer inference (int8 weights, int8 activations, as the
+hardware computes) on calibration images and collects, for every Conv, Gemm and MatMul,
+its real int8 input laid out as reduction rows (:func:`.reference.conv_patches`, the
+quantizer's order): the Hessian ``X^T X`` per group, the mean row ``E[x]``, and the
+output positions per image (for cycle counts).
+
+:func:`quantize_network` then quantizes every layer with its own config (a per-layer
+policy, :mod:`.policy`) in one of three methods:
+
+- ``plain``: :func:`.quantize.quantize`, the rule of the method notes;
+- ``bc``: plain weights and bias correction (:func:`.output_aware.bias_correction`);
+- ``oa``: output-aware weights (:func:`.output_aware.quantize_output_aware`) and bias
+  correction; schemes it does not handle (int4, pot, 2:4, ...) get ``bc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .config import StrumConfig
+from .output_aware import (DEFAULT_DAMPING, OUTPUT_AWARE_SCHEMES, bias_correction,
+                           quantize_output_aware)
+from .quantize import QuantizedTensor, quantize
+from .reference import conv_patches
+
+__all__ = ["METHODS", "LayerStatistics", "layer_rows", "layer_statistics", "quantize_network",
+           "quantize_layer"]
+
+#: Quantization methods: plain rule, bias correction only, output-aware + bias correction.
+METHODS = ("plain", "bc", "oa")
+
+
+@dataclass(frozen=True)
+class LayerStatistics:
+    """Calibration statistics of one layer's int8 input, in the reduction order.
+
+    Attributes
+    ----------
+    hessian : float64 ``[groups, N, N]``: ``sum x x^T`` over calibration rows (int8 units).
+    mean : float64 ``[groups, N]``: ``E[x]`` in real units (``x_int8 * act_scale``).
+    rows : int: rows seen per group.
+    positions : int: output positions per image (1 for Gemm).
+    act_scale : float
+    """
+
+    hessian: np.ndarray
+    mean: np.ndarray
+    rows: int
+    positions: int
+    act_scale: float
+
+    @property
+    def groups(self) -> int:
+        return self.hessian.shape[0]
+
+
+def layer_rows(layer, x_int8: np.ndarray) -> np.ndarray:
+    """A layer's int8 input as reduction rows ``[groups, rows, N]`` (int64)."""
+    if layer.op == "Conv":
+        attrs = layer.attrs
+        patches, _ = conv_patches(x_int8, layer.weight.shape[2:], stride=attrs["strides"],
+                                  padding=attrs["pads"], dilation=attrs["dilations"],
+                                  groups=attrs["group"])                 # [N, g, P, L]
+        return np.moveaxis(patches, 1, 0).reshape(patches.shape[1], -1, patches.shape[-1])
+    x = np.asarray(x_int8, dtype=np.int64)
+    if layer.op == "Gemm":
+        x = x.T if layer.attrs["transA"] else x
+    elif layer.attrs.get("weight_operand", 1) == 0:
+        x = np.swapaxes(x, -1, -2)
+    return x.reshape(1, -1, x.shape[-1])
+
+
+def layer_statistics(network, calibration, act_scales: Mapping[str, float] | None = None, *,
+                     base: StrumConfig | None = None) -> dict[str, LayerStatistics]:
+    """Statistics of every layer's input on the calibration images.
+
+    Parameters
+    ----------
+    network : :class:`.inference.Network`
+    calibration : numpy.ndarray
+        Calibration images.
+    act_scales : mapping or None
+        Activation scales (:meth:`.inference.Network.calibrate`); computed when None.
+    base : StrumConfig or None
+        Rounding and accumulator width of the int8 pass.
+    """
+    base = base or StrumConfig()
+    if act_scales is None:
+        act_scales = network.calibrate(calibration)
+    int8 = base.replace(scheme="int8", high_lanes=base.block_size, group_size=None)
+    sums: dict[str, list] = {}
+
+    def record(layer, x_int8, act_scale, acc):
+        rows = layer_rows(layer, x_int8).astype(np.float64)
+        hessian = np.swapaxes(rows, 1, 2) @ rows
+        # Outputs per image and output channel: Conv positions, MatMul rows, Gemm 1.
+        positions = acc.size // (acc.shape[0] * layer.weight.shape[0])
+        entry = sums.setdefault(layer.name, [0.0, 0.0, 0, positions, act_scale])
+        entry[0] = entry[0] + hessian
+        entry[1] = entry[1] + rows.sum(axis=1)
+        entry[2] += rows.shape[1]
+
+    network.run_integer(calibration, network.quantize(int8), act_scales, int8, trace=record)
+    return {name: LayerStatistics(hessian=h, mean=total / max(count, 1) * scale, rows=count,
+                                  positions=positions, act_scale=scale)
+            for name, (h, total, count, positions, scale) in sums.items()}
+
+
+def _bias_gain(layer) -> float | None:
+    """What multiplies the bias relative to the product (None: the bias cannot move it)."""
+    if layer.op != "Gemm":
+        return 1.0
+    alpha, beta = layer.attrs["alpha"], layer.attrs["beta"]
+    return None if beta == 0 or alpha == 0 else beta / alpha
+
+
+def quantize_layer(layer, config: StrumConfig, statistics: LayerStatistics | None,
+                   method: str = "oa", *, damping: float = DEFAULT_DAMPING) -> QuantizedTensor:
+    """One layer with one config and method (see the module doc)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method == "plain" or statistics is None:
+        if method != "plain":
+            raise ValueError(f"method {method!r} of layer {layer.name!r} needs calibration statistics")
+        return quantize(layer.weight, config, name=layer.name)
+    if method == "oa" and config.scheme in OUTPUT_AWARE_SCHEMES:
+        quantized = quantize_output_aware(layer.weight, config, statistics.hessian,
+                                          groups=statistics.groups, damping=damping,
+                                          name=layer.name)
+    else:
+        quantized = quantize(layer.weight, config, name=layer.name)
+    gain = _bias_gain(layer)
+    if gain is None:
+        return quantized
+    bias = bias_correction(layer.weight, quantized, statistics.mean, layer.bias,
+                           groups=statistics.groups, gain=gain)
+    return replace(quantized, bias=bias)
+
+
+def quantize_network(network, configs, method: str = "oa",
+                     statistics: Mapping[str, LayerStatistics] | None = None, *,
+                     damping: float = DEFAULT_DAMPING) -> dict[str, QuantizedTensor]:
+    """Every layer of ``network`` quantized: ``{layer name: QuantizedTensor}``.
+
+    ``configs`` is one :class:`StrumConfig` or a mapping layer name -> config.
+    """
+    result = {}
+    for layer in network.layers:
+        config = configs if isinstance(configs, StrumConfig) else configs[layer.name]
+        stats = None if statistics is None else statistics.get(layer.name)
+        result[layer.name] = quantize_layer(layer, config, stats, method, damping=damping)
+    return result
+
+
+def quantize_model(model, config: StrumConfig, calibration, *, method: str = "oa",
+                   policy=None, base: StrumConfig | None = None):
+    """``strum quantize --calibration``: every layer of an ONNX model, calibrated.
+
+    Returns (list of :class:`.model.QuantizedLayer` in :func:`.onnx_io.load_layers`
+    order, the policy's report or None). Layers inside subgraphs, which integer
+    inference does not run, are quantized with the plain rule.
+    """
+    from .inference import Network
+    from .model import QuantizedLayer
+    from .onnx_io import load_layers
+
+    network = model if isinstance(model, Network) else Network(model)
+    calibration = network.check_images(calibration, "calibration images")
+    act_scales = network.calibrate(calibration)
+    statistics = layer_statistics(network, calibration, act_scales, base=base or config)
+    chosen = None
+    if policy is not None:
+        chosen = policy.choose(network, config, method, statistics, calibration, act_scales)
+        quantized = chosen.quantized
+    else:
+        quantized = quantize_network(network, config, method, statistics)
+    layers = []
+    for layer in load_layers(network.path):
+        q = quantized.get(layer.name) if not layer.graph_path else None
+        layers.append(QuantizedLayer(layer.name, layer.weight, q if q is not None
+                                     else quantize(layer.weight, config, name=layer.name)))
+    return layers, None if chosen is None else chosen.report
