@@ -281,8 +281,10 @@ def _print_flow(summary, out_dir: Path) -> None:
 def _eval(args) -> int:
     from strum.quant.evaluate import evaluate, format_table, load_data, plot_report
 
-    data = load_data(args.data)
     schemes = [spec for item in args.schemes for spec in item.split(",") if spec]
+    if args.data == "speech":
+        return _eval_speech(args, schemes)
+    data = load_data(args.data)
     base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
     calibration = data.calibration
     if args.calibration:
@@ -302,6 +304,29 @@ def _eval(args) -> int:
     print(format_table(report))
     return 0
 
+
+
+def _eval_speech(args, schemes) -> int:
+    """``strum eval silero --data speech``: the VAD task of :mod:`strum.quant.speech`."""
+    from strum.quant.speech import evaluate_vad, format_vad_table
+
+    model = args.model
+    if model == "silero":
+        from strum.quant.fetch import silero_vad_onnx
+        model = silero_vad_onnx(variant="silero_vad_16k_op15")
+    if args.calibration:
+        raise ValueError("--data speech calibrates on its own held-out streams: give "
+                         "--calibration without DATA")
+    if _policy(args) is not None:
+        raise ValueError("--data speech: per-layer policies need integer inference, which "
+                         "silero-vad (LSTM, If) does not run")
+    base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
+    report = evaluate_vad(model, schemes, base=base,
+                          method="oa" if args.calibration is not None else "plain")
+    if args.report:
+        _write_json(args.report, report)
+    print(format_vad_table(report))
+    return 0
 
 
 def _add_synth_options(parser: argparse.ArgumentParser) -> None:
@@ -493,10 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     from strum.quant.evaluate import DEFAULT_SCHEMES
     evaluate = verbs.add_parser("eval", help="accuracy of a model under every scheme, with "
                                              "integer inference as the hardware computes")
-    evaluate.add_argument("model", help="ONNX model")
+    evaluate.add_argument("model", help="ONNX model ('silero': silero-vad 6.2.3, 16 kHz)")
     evaluate.add_argument("--data", required=True,
-                          help="'digits', 'mnist' or an .npz with images, labels and an "
-                               "optional calibration array")
+                          help="'digits', 'mnist', an .npz with images, labels and an "
+                               "optional calibration array, or 'speech' (silero-vad on "
+                               "espeak-ng speech in noise, weights only)")
     evaluate.add_argument("--schemes", nargs="+", default=list(DEFAULT_SCHEMES), metavar="SPEC",
                           help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4 "
                                f"(default: {' '.join(DEFAULT_SCHEMES)})")
