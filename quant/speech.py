@@ -69,7 +69,6 @@ _CALIBRATION_SENTENCES = (
 )
 #: Test streams, each of about STREAM_SECONDS.
 TEST_STREAMS = 8
-CALIBRATION_STREAMS = 4
 STREAM_SECONDS = 24.0
 SEED = 11
 
@@ -114,11 +113,11 @@ def _noise(rng, length: int, kind: str) -> np.ndarray:
     return brown / brown.std()
 
 
-def _streams(sentences, count: int, seed: int, folder: Path):
+def _streams(sentences, count: int, seed: int, folder: Path, seconds: float):
     rng = np.random.default_rng(seed)
     clips = [_speak(text, _VOICES[i % len(_VOICES)], int(rng.integers(130, 200)), folder)
              for i, text in enumerate(sentences)]
-    length = int(STREAM_SECONDS * SAMPLE_RATE) // FRAME * FRAME
+    length = int(seconds * SAMPLE_RATE) // FRAME * FRAME
     audio = np.zeros((count, length))
     active = np.zeros((count, length), dtype=bool)
     for stream in range(count):
@@ -146,8 +145,12 @@ def _streams(sentences, count: int, seed: int, folder: Path):
     return audio, labels
 
 
-def speech_set(seed: int = SEED) -> SpeechSet:
+def speech_set(seed: int = SEED, *, streams: int = TEST_STREAMS,
+               seconds: float = STREAM_SECONDS) -> SpeechSet:
     """The test streams and the calibration streams (other sentences, other seed).
+
+    ``streams`` test streams of ``seconds`` each (the calibration: half as many, at
+    least 2); every stream has its own SNR (30, 20, 10, 5 dB in turn) and noise colour.
 
     Raises
     ------
@@ -158,9 +161,9 @@ def speech_set(seed: int = SEED) -> SpeechSet:
         raise InputError(f"--data speech needs espeak-ng on the PATH: apt-get install "
                          f"{ESPEAK_PACKAGE}")
     with tempfile.TemporaryDirectory(prefix="strum-speech-") as scratch:
-        audio, labels = _streams(_TEST_SENTENCES, TEST_STREAMS, seed, Path(scratch))
-        calibration, _ = _streams(_CALIBRATION_SENTENCES, CALIBRATION_STREAMS, seed + 1000,
-                                  Path(scratch))
+        audio, labels = _streams(_TEST_SENTENCES, streams, seed, Path(scratch), seconds)
+        calibration, _ = _streams(_CALIBRATION_SENTENCES, max(2, streams // 2), seed + 1000,
+                                  Path(scratch), seconds)
     return SpeechSet(audio=audio, labels=labels, calibration=calibration)
 
 

@@ -270,3 +270,27 @@ def test_passes_cosimulate_on_the_dpu():
     two_pass = dataclasses.replace(job, config=pe_config, weights=fields, patches=patches)
     report = simulate_layer(two_pass, rows=3, cols=5)
     assert report["mismatches"] == 0 and report["outputs"] == job.expected.size
+
+
+# -- the speech task ------------------------------------------------------------------------
+
+def test_speech_task_separates_schemes():
+    import shutil
+
+    from strum.quant.fetch import silero_vad_onnx
+    from strum.quant.speech import FRAME, evaluate_vad, speech_set
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("the speech task needs espeak-ng (Debian package espeak-ng)")
+    data = speech_set(streams=4, seconds=10.0)
+    assert data.audio.shape == (4, data.labels.shape[1] * FRAME)
+    assert 0.3 < data.labels.mean() < 0.85                    # speech and non-speech frames
+    assert np.array_equal(data.audio, speech_set(streams=4, seconds=10.0).audio)   # deterministic
+    report = evaluate_vad(silero_vad_onnx(variant="silero_vad_16k_op15"),
+                          ["int4", "dliq:h8", "dliq:h8+oa"], data=data)
+    assert report["float_accuracy"] > 0.9                     # the labels are what the model sees
+    rows = report["schemes"]
+    assert rows["dliq:h8+oa"]["output_sqnr_db"] > rows["dliq:h8"]["output_sqnr_db"] + 3
+    assert rows["dliq:h8"]["output_sqnr_db"] > rows["int4"]["output_sqnr_db"] + 5
+    with pytest.raises(Exception, match="integer inference"):
+        evaluate_vad(silero_vad_onnx(variant="silero_vad_16k_op15"), ["dliq:h8+oa+policy"], data=data)
