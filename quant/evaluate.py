@@ -368,19 +368,22 @@ def format_table(report: dict) -> str:
     def number(value, digits=2, scale=1.0):
         return "-" if value is None else f"{value * scale:.{digits}f}"
 
+    # Static-PE cycles against the int8 PE, when calibration counted them (per-layer H).
+    cycles = any("pe_cycles" in row for row in report["schemes"].values())
     lines = [
         f"{report['model']} on {report['data'] or 'data'}: {report['images']} images, "
         f"float top-1 {number(report['float_top1'], 2, 100)} %",
         "",
         "| scheme | bits/weight | weight SQNR dB | top-1 % | agreement % | output SQNR dB "
-        "| weights-only top-1 % |",
-        "|---|---|---|---|---|---|---|",
+        "| weights-only top-1 % |" + (" static PE cycles / int8 PE |" if cycles else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if cycles else ""),
     ]
     for label, row in report["schemes"].items():
         lines.append(
             f"| {label} | {number(row['bits_per_weight'], 3)} | {number(row['weight_sqnr_db'], 1)} "
             f"| {number(row['top1'], 2, 100)} | {number(row['top1_agreement'], 2, 100)} "
-            f"| {number(row['output_sqnr_db'], 1)} | {number(row['weights_only_top1'], 2, 100)} |")
+            f"| {number(row['output_sqnr_db'], 1)} | {number(row['weights_only_top1'], 2, 100)} |"
+            + (f" {number(row.get('pe_cycles', {}).get('static_vs_int8_pe'), 2)} |" if cycles else ""))
     return "\n".join(lines)
 
 
