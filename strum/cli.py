@@ -143,7 +143,19 @@ def _quantize(args) -> int:
     if args.report:
         _write_json(args.report, data)
     _print_layers(data)
+    if policy_report is not None:
+        _print_policy(policy_report)
     return 0
+
+
+def _print_policy(policy) -> None:
+    """Each layer's H, static-PE passes and the network's output SQNR with it alone at that H."""
+    print(f"per-layer H: {policy['bits_per_weight']:.3f} bits/weight, static PE "
+          f"{policy['static_cycles_vs_one_pass']:.2f}x the one-pass cycles")
+    for layer in policy["layers"]:
+        sqnr = layer["sensitivity_sqnr_db"].get(str(layer["high_lanes"]))
+        alone = "" if sqnr is None else f"  output SQNR {sqnr:.2f} dB (alone)"
+        print(f"  {layer['name'][:40]:40s} H={layer['high_lanes']:<3d} passes={layer['passes']}{alone}")
 
 
 def _print_layers(data) -> None:
