@@ -294,3 +294,15 @@ def test_speech_task_separates_schemes():
     assert rows["dliq:h8"]["output_sqnr_db"] > rows["int4"]["output_sqnr_db"] + 5
     with pytest.raises(Exception, match="integer inference"):
         evaluate_vad(silero_vad_onnx(variant="silero_vad_16k_op15"), ["dliq:h8+oa+policy"], data=data)
+
+
+def test_flow_with_calibration(tmp_path):
+    from strum import flow
+
+    summary = flow.run(StrumConfig(), tmp_path, steps=("quantize", "accuracy"), calibration="digits")
+    assert summary["calibration"]["method"] == "oa"
+    accuracy = summary["steps"]["accuracy"]["schemes"]
+    assert set(accuracy) == {"dliq:h8+oa", "int8+oa"}
+    assert accuracy["dliq:h8+oa"]["output_sqnr_db"] > 38
+    with np.load(tmp_path / "weights.npz") as archive:
+        assert "/conv1/Conv/bias" in archive.files
