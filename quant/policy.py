@@ -4,8 +4,8 @@ A StruM network need not use one H everywhere. :class:`Policy` picks each layer'
 from the multiples of the PE's H up to B (B is int8 in effect):
 
 - ``keep_int8``: layers that stay at H = B: ``first``, ``last``, ``depthwise`` or names;
-- a budget, of average stored bits per weight (``budget_bits``) or of static-PE cycles
-  relative to one pass per block (``budget_cycles``): a sensitivity pass measures the
+- a budget of average stored bits per weight (``budget_bits``), of static-PE cycles
+  relative to one pass per block (``budget_cycles``), or both: a sensitivity pass measures the
   network's output SQNR on the calibration images with each layer alone at each H (every
   other layer at H = B), and layers are raised greedily by output noise removed per bit
   (or cycle) spent, until the next step would break the budget.
@@ -134,7 +134,7 @@ class PolicyResult:
 
 @dataclass(frozen=True)
 class Policy:
-    """Per-layer H: ``keep_int8`` rules and names, and at most one budget.
+    """Per-layer H: ``keep_int8`` rules and names, and budgets (all must hold).
 
     Parameters
     ----------
@@ -151,8 +151,6 @@ class Policy:
     budget_cycles: float | None = None
 
     def __post_init__(self):
-        if self.budget_bits is not None and self.budget_cycles is not None:
-            raise ConfigError("give one budget: bits per weight or PE cycles, not both")
         if self.budget_bits is not None and not 0 < self.budget_bits <= 64:
             raise ConfigError(f"budget_bits must be a positive bits-per-weight figure, "
                               f"not {self.budget_bits!r}")
@@ -217,18 +215,20 @@ class Policy:
 
         def fits(choice):
             bits, cycles = spend(choice)
-            if self.budget_bits is not None:
-                return bits <= self.budget_bits + 1e-12
-            return self.budget_cycles is None or cycles <= self.budget_cycles + 1e-12
+            return ((self.budget_bits is None or bits <= self.budget_bits + 1e-12)
+                    and (self.budget_cycles is None or cycles <= self.budget_cycles + 1e-12))
 
         if budgeted:
-            measure = 0 if self.budget_bits is not None else 1
+            # Price of a step: its share of each budget's total (bits and/or cycles).
+            scale = (1 / (self.budget_bits * weights) if self.budget_bits else 0.0,
+                     1 / (self.budget_cycles * single) if self.budget_cycles else 0.0)
             while True:
                 best = None
                 for name, h in chosen.items():
                     for higher in (c for c in options[name] if c > h):
                         gain = noise[name][h] - noise[name][higher]
-                        price = cost[name, higher][measure] - cost[name, h][measure]
+                        price = sum((cost[name, higher][i] - cost[name, h][i]) * scale[i]
+                                    for i in (0, 1))
                         trial = dict(chosen, **{name: higher})
                         if gain <= 0 or not fits(trial):
                             continue

@@ -66,11 +66,12 @@ def _add_calibration_options(parser: argparse.ArgumentParser, optional_data: boo
     group.add_argument("--keep-int8", default=None, metavar="LIST",
                        help="layers kept at H = B: first, last, depthwise and layer names, "
                             "comma-separated")
-    budget = group.add_mutually_exclusive_group()
+    budget = group
     budget.add_argument("--budget-bits", type=float, default=None, metavar="BITS",
                         help="per-layer H under this average of stored bits per weight")
     budget.add_argument("--budget-cycles", type=float, default=None, metavar="X",
-                        help="per-layer H under X times the static PE's one-pass cycles")
+                        help="per-layer H under X times the static PE's one-pass cycles "
+                             "(with --budget-bits: both hold)")
 
 
 def _policy(args):

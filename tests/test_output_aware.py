@@ -191,16 +191,17 @@ def test_policy_keeps_layers_and_respects_its_budget():
         "/conv1/Conv", "/fc/Gemm", "/dwconv2/Conv"}
     with pytest.raises(ConfigError, match="nor a layer"):
         keep_set(network, ["/nope"])
-    with pytest.raises(ConfigError, match="one budget"):
-        Policy(budget_bits=7, budget_cycles=1.2)
+    with pytest.raises(ConfigError, match="budget_cycles"):
+        Policy(budget_cycles=0.5)
     data = load_data("digits")
     report = evaluate(network, data.images, data.labels, data.calibration,
                       ["dliq:h4+oa", "dliq:h4+oa+policy"], weights_only=False,
-                      policy=Policy(keep_int8=("first",), budget_bits=7.0))
+                      policy=Policy(keep_int8=("first",), budget_bits=7.0, budget_cycles=1.6))
     chosen = report["schemes"]["dliq:h4+oa+policy"]
     layers = {row["name"]: row for row in chosen["policy"]["layers"]}
     assert layers["/conv1/Conv"]["high_lanes"] == 16 and layers["/conv1/Conv"]["passes"] == 4
     assert chosen["policy"]["within_budget"] and chosen["bits_per_weight"] <= 7.0 + 1e-9
+    assert chosen["policy"]["static_cycles_vs_one_pass"] <= 1.6 + 1e-9
     assert chosen["pe_cycles"]["static"] > chosen["pe_cycles"]["dynamic"]
     assert chosen["output_sqnr_db"] > _sqnr(report, "dliq:h4+oa")
 
