@@ -15,8 +15,10 @@ def rows(report):
     for label, row in report["schemes"].items():
         cycles = (row.get("pe_cycles") or {}).get("static_vs_int8_pe")
         policy = row.get("policy") or {}
-        budget = ("bits <= %g" % policy["budget_bits"] if policy.get("budget_bits") else
-                  "cycles <= %gx" % policy["budget_cycles"] if policy.get("budget_cycles") else "")
+        budget = ", ".join(text for key, text in (("budget_bits", "bits <= %g"),
+                                                   ("budget_cycles", "cycles <= %gx"))
+                           if policy.get(key)
+                           for text in [text % policy[key]]) or "no budget"
         heights = "/".join(str(layer["high_lanes"]) for layer in policy.get("layers", []))
         yield label + (f" ({budget}; H {heights})" if policy else ""), {
             "bits": row["bits_per_weight"],
