@@ -14,7 +14,7 @@ The hardware cost is real. The dynamic PE runs any H in one cycle per block. The
 PE has H_pe high lanes: a block with H > H_pe high lanes runs in ``ceil(H / H_pe)``
 passes, each an ordinary block for that PE (:func:`split_passes`); the passes' weights
 sum to the block's, so their accumulators add up to the same result (tested on the
-golden model; the DPU scheduler does not issue passes yet).
+golden model, and through the Verilator DPU with :func:`strum.sim.passes.split_job`).
 """
 
 from __future__ import annotations

@@ -258,17 +258,13 @@ def test_passes_cosimulate_on_the_dpu():
     """A layer at H = 8 on a DPU of static B = 8, H = 4 PEs: every block as two passes,
     the activation block sent twice; the accumulators are the H = 8 layer's."""
     from strum.sim.layer import simulate_layer
+    from strum.sim.passes import split_job
 
     pe_config = StrumConfig(block_size=8, high_lanes=4)
     layer_config = pe_config.replace(high_lanes=8)
     job, _ = _oa_job(layer_config)
-    parts = split_passes(layer_config, pe_config, job.weights)
-    stacked = {name: np.stack([getattr(p, name) for p in parts], axis=2)
-               for name in ("mask", "high", "low_codes", "shift")}
-    fields = type(job.weights)(**{name: value.reshape(value.shape[:1] + (-1,) + value.shape[3:])
-                                  for name, value in stacked.items()})
-    patches = np.repeat(job.patches, len(parts), axis=2)
-    two_pass = dataclasses.replace(job, config=pe_config, weights=fields, patches=patches)
+    two_pass = split_job(job, pe_config)
+    assert two_pass.blocks_per_output == 2 * job.blocks_per_output
     report = simulate_layer(two_pass, rows=3, cols=5)
     assert report["mismatches"] == 0 and report["outputs"] == job.expected.size
 
