@@ -26,10 +26,11 @@ from .config import StrumConfig
 from .output_aware import (DEFAULT_DAMPING, OUTPUT_AWARE_SCHEMES, bias_correction,
                            quantize_output_aware)
 from .quantize import QuantizedTensor, quantize
+from .blocks import to_reduction
 from .reference import conv_patches
 
 __all__ = ["METHODS", "LayerStatistics", "layer_rows", "layer_statistics", "quantize_network",
-           "quantize_layer"]
+           "quantize_layer", "quantize_model", "layer_output_sqnr"]
 
 #: Quantization methods: plain rule, bias correction only, output-aware + bias correction.
 METHODS = ("plain", "bc", "oa")
@@ -157,13 +158,38 @@ def quantize_network(network, configs, method: str = "oa",
     return result
 
 
+def layer_output_sqnr(layer, quantized: QuantizedTensor, statistics: LayerStatistics) -> float:
+    """The layer's own output SQNR on the calibration rows, in dB, from its statistics.
+
+    Signal ``E[(x . W_k)^2]``, noise ``E[(x . dW_k + db_k)^2]`` summed over channels, with
+    ``dW`` the weight error and ``db`` the bias change of bias correction (Gemm alpha and
+    beta ignored).
+    """
+    groups = statistics.groups
+    weight = to_reduction(np.asarray(layer.weight, dtype=np.float64))
+    error = to_reduction(quantized.dequantize()) - weight
+    second = statistics.hessian / max(statistics.rows, 1) * statistics.act_scale ** 2
+    shape = (groups, len(weight) // groups, -1)
+    w, d = weight.reshape(shape), error.reshape(shape)
+    signal = np.einsum("gkn,gnm,gkm->", w, second, w)
+    noise = np.einsum("gkn,gnm,gkm->", d, second, d)
+    if quantized.bias is not None:
+        base = np.zeros(len(weight)) if layer.bias is None else layer.bias
+        change = (quantized.bias - base).reshape(groups, -1)
+        noise += 2 * np.einsum("gk,gkn,gn->", change, d, statistics.mean) + np.sum(change ** 2)
+    if noise <= 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
 def quantize_model(model, config: StrumConfig, calibration, *, method: str = "oa",
                    policy=None, base: StrumConfig | None = None):
     """``strum quantize --calibration``: every layer of an ONNX model, calibrated.
 
     Returns (list of :class:`.model.QuantizedLayer` in :func:`.onnx_io.load_layers`
-    order, the policy's report or None). Layers inside subgraphs, which integer
-    inference does not run, are quantized with the plain rule.
+    order, a report: each layer's own output SQNR on the calibration data and the
+    policy's report or None). Layers inside subgraphs, which integer inference does not
+    run, are quantized with the plain rule.
     """
     from .inference import Network
     from .model import QuantizedLayer
@@ -184,4 +210,8 @@ def quantize_model(model, config: StrumConfig, calibration, *, method: str = "oa
         q = quantized.get(layer.name) if not layer.graph_path else None
         layers.append(QuantizedLayer(layer.name, layer.weight, q if q is not None
                                      else quantize(layer.weight, config, name=layer.name)))
-    return layers, None if chosen is None else chosen.report
+    layer_sqnr = {layer.name: layer_output_sqnr(layer, quantized[layer.name], statistics[layer.name])
+                  for layer in network.layers if layer.name in statistics}
+    return layers, {"layer_output_sqnr_db": {name: (value if np.isfinite(value) else None)
+                                             for name, value in layer_sqnr.items()},
+                    "policy": None if chosen is None else chosen.report}

@@ -131,9 +131,10 @@ def _quantize(args) -> int:
             raise ValueError("--keep-int8 and the budgets need --calibration DATA")
         if Path(args.input).suffix.lower() != ".onnx":
             raise ValueError(f"--calibration needs an ONNX model to run, not {args.input}")
-        quantized, policy_report = quantize_model(args.input, config,
-                                                  load_data(args.calibration).calibration,
-                                                  policy=policy)
+        quantized, calibrated = quantize_model(args.input, config,
+                                               load_data(args.calibration).calibration,
+                                               policy=policy)
+        policy_report = calibrated["policy"]
     else:
         quantized = quantize_layers(load_layers(args.input), config)
     seconds = time.perf_counter() - start
@@ -141,6 +142,8 @@ def _quantize(args) -> int:
     data = report(quantized, config, seconds)
     if args.calibration is not None:
         data["calibration"] = {"data": args.calibration, "method": "oa", "policy": policy_report}
+        for layer in data["layers"]:
+            layer["output_sqnr_db"] = calibrated["layer_output_sqnr_db"].get(layer["name"])
     if args.report:
         _write_json(args.report, data)
     _print_layers(data)
@@ -160,11 +163,17 @@ def _print_policy(policy) -> None:
 
 
 def _print_layers(data) -> None:
-    print(f"{'layer':40s} {'shape':>18s} {'SQNR dB':>8s} {'bits/w':>7s}")
+    output = any("output_sqnr_db" in layer for layer in data["layers"])
+    print(f"{'layer':40s} {'shape':>18s} {'SQNR dB':>8s} {'bits/w':>7s}"
+          + (f" {'output SQNR dB (calibration)':>30s}" if output else ""))
     for layer in data["layers"]:
         sqnr = "inf" if layer["sqnr_db"] is None else f"{layer['sqnr_db']:.2f}"
+        extra = ""
+        if output:
+            value = layer.get("output_sqnr_db")
+            extra = f" {'-' if value is None else f'{value:.2f}':>30s}"
         print(f"{layer['name'][:40]:40s} {'x'.join(map(str, layer['shape'])):>18s} "
-              f"{sqnr:>8s} {layer['bits_per_weight']:7.3f}")
+              f"{sqnr:>8s} {layer['bits_per_weight']:7.3f}{extra}")
 
 
 def _inspect(args) -> int:

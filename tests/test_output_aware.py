@@ -303,3 +303,26 @@ def test_flow_with_calibration(tmp_path):
     assert accuracy["dliq:h8+oa"]["output_sqnr_db"] > 38
     with np.load(tmp_path / "weights.npz") as archive:
         assert "/conv1/Conv/bias" in archive.files
+
+
+def test_layer_output_sqnr_is_the_direct_one():
+    from strum.quant.calibrate import layer_output_sqnr
+
+    network = Network(default_model_path())
+    data = load_data("digits")
+    scales = network.calibrate(data.calibration)
+    statistics = layer_statistics(network, data.calibration, scales)
+    rows = {}
+    int8 = StrumConfig(scheme="int8")
+    network.run_integer(data.calibration, network.quantize(int8), scales, int8,
+                        trace=lambda layer, x, s, acc: rows.setdefault(layer.name, []).append(
+                            layer_rows(layer, x) * s))
+    for layer in network.layers[1:]:                      # depthwise, convs, Gemm
+        q = quantize_layer(layer, StrumConfig(high_lanes=4), statistics[layer.name], "oa")
+        x = np.concatenate(rows[layer.name], axis=1)
+        shape = (x.shape[0], -1, x.shape[2])
+        y = np.einsum("grn,gkn->gkr", x, to_reduction(layer.weight).reshape(shape))
+        error = np.einsum("grn,gkn->gkr", x, to_reduction(q.dequantize() - layer.weight).reshape(shape))
+        error += (q.bias - layer.bias).reshape(x.shape[0], -1, 1)
+        direct = 10 * np.log10(np.sum(y ** 2) / np.sum(error ** 2))
+        assert layer_output_sqnr(layer, q, statistics[layer.name]) == pytest.approx(direct, abs=1e-6)
