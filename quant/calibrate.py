@@ -34,6 +34,9 @@ __all__ = ["METHODS", "LayerStatistics", "layer_rows", "layer_statistics", "quan
 
 #: Quantization methods: plain rule, bias correction only, output-aware + bias correction.
 METHODS = ("plain", "bc", "oa")
+#: Calibration rows per layer and batch beyond which every stride-th row is kept.
+MAX_ROWS = 65_536
+SAMPLE_SEED = 11
 
 
 @dataclass(frozen=True)
@@ -97,14 +100,25 @@ def layer_statistics(network, calibration, act_scales: Mapping[str, float] | Non
     sums: dict[str, list] = {}
 
     def record(layer, x_int8, act_scale, acc):
-        rows = layer_rows(layer, x_int8).astype(np.float64)
-        hessian = np.swapaxes(rows, 1, 2) @ rows
         # Outputs per image and output channel: Conv positions, MatMul rows, Gemm 1.
         positions = acc.size // (acc.shape[0] * layer.weight.shape[0])
         entry = sums.setdefault(layer.name, [0.0, 0.0, 0, positions, act_scale])
-        entry[0] = entry[0] + hessian
-        entry[1] = entry[1] + rows.sum(axis=1)
-        entry[2] += rows.shape[1]
+        # Bounded memory and time on large feature maps: a few images at a time, and a
+        # 1/stride sample of the rows (seeded, so deterministic; a regular stride would
+        # alias with the image width) when a batch has more than MAX_ROWS.
+        stride = -(-(acc.size // layer.weight.shape[0]) // MAX_ROWS)     # rows of the batch
+        chunk = max(1, MAX_ROWS // positions) if layer.op == "Conv" else len(x_int8)
+        for start in range(0, len(x_int8), chunk):
+            rows = layer_rows(layer, x_int8[start:start + chunk])
+            if stride > 1:
+                count = rows.shape[1]
+                keep = np.random.default_rng([SAMPLE_SEED, entry[2], count]).choice(
+                    count, -(-count // stride), replace=False)
+                rows = rows[:, np.sort(keep)]
+            rows = rows.astype(np.float64)
+            entry[0] = entry[0] + np.swapaxes(rows, 1, 2) @ rows
+            entry[1] = entry[1] + rows.sum(axis=1)
+            entry[2] += rows.shape[1]
 
     network.run_integer(calibration, network.quantize(int8), act_scales, int8, trace=record)
     return {name: LayerStatistics(hessian=h, mean=total / max(count, 1) * scale, rows=count,

@@ -360,3 +360,20 @@ def test_matmul_layers_both_operands(tmp_path):
         images[32:], quantize_network(network, config, method, statistics), scales, config))
         for method in ("plain", "oa")}
     assert result["oa"] > result["plain"] + 3, result
+
+
+def test_statistics_sample_large_batches(monkeypatch):
+    import strum.quant.calibrate as calibrate
+
+    network = Network(default_model_path())
+    data = load_data("digits")
+    full = layer_statistics(network, data.calibration[:64])
+    monkeypatch.setattr(calibrate, "MAX_ROWS", 500)
+    sampled = layer_statistics(network, data.calibration[:64])
+    again = layer_statistics(network, data.calibration[:64])
+    conv = "/conv1/Conv"                                          # 64 images x 64 positions
+    assert full[conv].rows == 4096 and 400 <= sampled[conv].rows <= 520     # 1/9 of the rows
+    assert np.array_equal(sampled[conv].hessian, again[conv].hessian)          # deterministic
+    relative = np.abs(sampled[conv].hessian / sampled[conv].rows - full[conv].hessian / full[conv].rows)
+    assert relative.max() < 0.2 * np.abs(full[conv].hessian / full[conv].rows).max()
+    assert sampled["/fc/Gemm"].rows == full["/fc/Gemm"].rows == 64
