@@ -257,25 +257,44 @@ def _statistics(vad: _Vad, calibration: np.ndarray, rounding: str):
         rows = layer_rows(layer, x_int8).astype(np.float64)
         statistics[layer.name] = LayerStatistics(
             hessian=np.swapaxes(rows, 1, 2) @ rows, mean=rows.mean(axis=1) * scale,
-            rows=rows.shape[1], positions=1, act_scale=scale)
+            rows=rows.shape[1], positions=rows.shape[1] // (calibration.size // FRAME),
+            act_scale=scale)
     return statistics
 
 
+class _WeightsOnly:
+    """The VAD behind the interface :meth:`.policy.Policy.choose` uses: "integer"
+    inference here is the weights-only run (dequantized weights, corrected biases)."""
+
+    def __init__(self, vad: _Vad):
+        self.vad, self.layers, self.path = vad, vad.layers, vad.path
+
+    def run_onnxruntime(self, audio):
+        return self.vad.run(self.vad.model(), audio)[0]
+
+    def run_integer(self, audio, quantized, act_scales=None, config=None):
+        weights = {name: q.dequantize() for name, q in quantized.items()}
+        biases = {name: q.bias for name, q in quantized.items()}
+        return self.vad.run(self.vad.model(weights, biases), audio)[0]
+
+
 def evaluate_vad(model, schemes, *, data: SpeechSet | None = None, method: str = "plain",
-                 base=None) -> dict:
+                 base=None, policy=None) -> dict:
     """Every scheme on the speech task: frame accuracy, agreement, probability SQNR.
 
-    ``schemes`` are specs as :func:`.evaluate.evaluate` takes (``+oa``, ``+bc``); a
-    ``+policy`` spec is refused (the per-layer sensitivity pass needs integer inference).
+    ``schemes`` are specs as :func:`.evaluate.evaluate` takes (``+oa``, ``+bc``,
+    ``+policy`` with ``policy``, whose sensitivity pass runs weights only here).
     """
     from .calibrate import quantize_layer
     from .config import StrumConfig
+    from .policy import network_cycles
     from .evaluate import parse_scheme, scheme_label, split_spec
     from .quantize import sqnr_db
 
     start = time.perf_counter()
     base = base or StrumConfig()
     vad = _Vad(model)
+    network = _WeightsOnly(vad)
     data = data or speech_set()
     reference, _ = vad.run(vad.model(), data.audio)
     decided = reference > 0.5
@@ -287,21 +306,26 @@ def evaluate_vad(model, schemes, *, data: SpeechSet | None = None, method: str =
               "quantization": "weights only (onnxruntime), Conv layers", "schemes": {}}
     for spec in schemes:
         scheme, how, per_layer = split_spec(spec, method)
-        if per_layer:
-            raise InputError("--data speech: +policy needs integer inference, which this model "
-                             "(LSTM, If) does not run")
+        if per_layer and policy is None:
+            raise InputError("a +policy scheme needs a policy (--keep-int8 or a budget)")
         config = parse_scheme(scheme, base, longest)
-        if how != "plain" and statistics is None:
+        if (how != "plain" or per_layer) and statistics is None:
             statistics = _statistics(vad, data.calibration, base.rounding)
-        label = scheme_label(config, base) + ("" if how == "plain" else f"+{how}")
-        quantized = {layer.name: quantize_layer(layer, config, None if statistics is None
-                                                else statistics[layer.name], how)
-                     for layer in vad.layers}
+        label = scheme_label(config, base) + ("" if how == "plain" else f"+{how}") \
+            + ("+policy" if per_layer else "")
+        chosen = None
+        if per_layer:
+            chosen = policy.choose(network, config, how, statistics, data.calibration, None)
+            quantized = chosen.quantized
+        else:
+            quantized = {layer.name: quantize_layer(layer, config, None if statistics is None
+                                                    else statistics[layer.name], how)
+                         for layer in vad.layers}
         weights = {name: q.dequantize() for name, q in quantized.items()}
         biases = {name: q.bias for name, q in quantized.items()}
         probability, _ = vad.run(vad.model(weights, biases), data.audio)
         sizes = [layer.weight.size for layer in vad.layers]
-        report["schemes"][label] = {
+        row = report["schemes"][label] = {
             "config": config.to_dict(), "method": how,
             "accuracy": float(np.mean((probability > 0.5) == data.labels)),
             "agreement": float(np.mean((probability > 0.5) == decided)),
@@ -312,6 +336,10 @@ def evaluate_vad(model, schemes, *, data: SpeechSet | None = None, method: str =
                 [sqnr_db(layer.weight, quantized[layer.name].dequantize()) for layer in vad.layers],
                 weights=sizes)),
         }
+        if statistics is not None:
+            row["pe_cycles"] = network_cycles(network, quantized, statistics, config)
+        if chosen is not None:
+            row["policy"] = chosen.report
     report["seconds"] = time.perf_counter() - start
     return report
 
@@ -321,10 +349,12 @@ def format_vad_table(report: dict) -> str:
              f"({report['seconds_of_audio']:.0f} s, {report['speech_frames']} speech), "
              f"float frame accuracy {100 * report['float_accuracy']:.2f} %; {report['quantization']}",
              "",
-             "| scheme | bits/weight | weight SQNR dB | frame accuracy % | agreement % | output SQNR dB |",
-             "|---|---|---|---|---|---|"]
+             "| scheme | bits/weight | weight SQNR dB | frame accuracy % | agreement % | "
+             "output SQNR dB | static PE cycles / int8 PE |",
+             "|---|---|---|---|---|---|---|"]
     for label, row in report["schemes"].items():
+        cycles = (row.get("pe_cycles") or {}).get("static_vs_int8_pe")
         lines.append(f"| {label} | {row['bits_per_weight']:.3f} | {row['weight_sqnr_db']:.1f} | "
                      f"{100 * row['accuracy']:.2f} | {100 * row['agreement']:.2f} | "
-                     f"{row['output_sqnr_db']:.1f} |")
+                     f"{row['output_sqnr_db']:.1f} | {'1.00' if cycles is None else f'{cycles:.2f}'} |")
     return "\n".join(lines)

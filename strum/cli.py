@@ -339,12 +339,10 @@ def _eval_speech(args, schemes) -> int:
     if args.calibration:
         raise ValueError("--data speech calibrates on its own held-out streams: give "
                          "--calibration without DATA")
-    if _policy(args) is not None:
-        raise ValueError("--data speech: per-layer policies need integer inference, which "
-                         "silero-vad (LSTM, If) does not run")
     base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
     report = evaluate_vad(model, schemes, base=base,
-                          method="oa" if args.calibration is not None else "plain")
+                          method="oa" if args.calibration is not None else "plain",
+                          policy=_policy(args))
     if args.report:
         _write_json(args.report, report)
     print(format_vad_table(report))
