@@ -544,7 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "optional calibration array, or 'speech' (silero-vad on "
                                "espeak-ng speech in noise, weights only)")
     evaluate.add_argument("--schemes", nargs="+", default=list(DEFAULT_SCHEMES), metavar="SPEC",
-                          help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4 "
+                          help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4; a suffix "
+                               "+oa (output-aware), +bc (bias correction) or +policy (per-layer "
+                               "H) calibrates one scheme "
                                f"(default: {' '.join(DEFAULT_SCHEMES)})")
     evaluate.add_argument("--report", help="R.json")
     evaluate.add_argument("--plot", help="P.png: top-1 and output SQNR against bits per weight")
