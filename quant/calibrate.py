@@ -30,7 +30,7 @@ from .blocks import to_reduction
 from .reference import conv_patches
 
 __all__ = ["METHODS", "LayerStatistics", "layer_rows", "layer_statistics", "quantize_network",
-           "quantize_layer", "quantize_model", "layer_output_sqnr"]
+           "quantize_layer", "quantize_model", "layer_output_sqnr", "calibration_images"]
 
 #: Quantization methods: plain rule, bias correction only, output-aware + bias correction.
 METHODS = ("plain", "bc", "oa")
@@ -194,6 +194,40 @@ def layer_output_sqnr(layer, quantized: QuantizedTensor, statistics: LayerStatis
     if noise <= 0:
         return float("inf")
     return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def calibration_images(spec) -> np.ndarray:
+    """Calibration images of ``digits``, ``mnist`` or an ``.npz``.
+
+    An ``.npz`` needs no labels here: its ``calibration`` array, else its ``images``.
+
+    Raises
+    ------
+    InputError
+        Unknown name, unreadable file, or no usable float array.
+    """
+    from pathlib import Path
+
+    from .errors import InputError
+    from .evaluate import load_data
+
+    spec = str(spec)
+    if spec in ("digits", "mnist"):
+        return load_data(spec).calibration
+    path = Path(spec)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        raise InputError(f"--calibration must be 'digits', 'mnist' or an existing .npz, "
+                         f"not {spec!r}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            key = next((k for k in ("calibration", "images") if k in archive.files), None)
+            images = None if key is None else archive[key]
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable .npz archive ({error})") from None
+    if images is None or images.dtype.kind != "f" or images.ndim < 2 or len(images) == 0:
+        raise InputError(f"{path}: expected a non-empty float array 'calibration' or "
+                         f"'images' [N, ...]")
+    return np.ascontiguousarray(images, dtype=np.float32)
 
 
 def quantize_model(model, config: StrumConfig, calibration, *, method: str = "oa",

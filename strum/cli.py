@@ -58,7 +58,8 @@ def _add_calibration_options(parser: argparse.ArgumentParser, optional_data: boo
     if optional_data:
         group.add_argument("--calibration", nargs="?", const="", default=None, metavar="DATA",
                            help="output-aware quantization and bias correction from calibration "
-                                "images: digits, mnist or an .npz (without DATA: those of --data)")
+                                "images: digits, mnist or an .npz ('calibration' or 'images'; "
+                                "without DATA: those of --data)")
     else:
         group.add_argument("--calibration", default=None, metavar="DATA",
                            help="output-aware quantization and bias correction from the "
@@ -124,15 +125,14 @@ def _quantize(args) -> int:
     policy, policy_report = _policy(args), None
     start = time.perf_counter()
     if args.calibration is not None or policy is not None:
-        from strum.quant.calibrate import quantize_model
-        from strum.quant.evaluate import load_data
+        from strum.quant.calibrate import calibration_images, quantize_model
 
         if args.calibration is None:
             raise ValueError("--keep-int8 and the budgets need --calibration DATA")
         if Path(args.input).suffix.lower() != ".onnx":
             raise ValueError(f"--calibration needs an ONNX model to run, not {args.input}")
         quantized, calibrated = quantize_model(args.input, config,
-                                               load_data(args.calibration).calibration,
+                                               calibration_images(args.calibration),
                                                policy=policy)
         policy_report = calibrated["policy"]
     else:
@@ -310,7 +310,8 @@ def _eval(args) -> int:
     base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
     calibration = data.calibration
     if args.calibration:
-        calibration = load_data(args.calibration).calibration
+        from strum.quant.calibrate import calibration_images
+        calibration = calibration_images(args.calibration)
         data = type(data)(data.name, data.images, data.labels, calibration,
                           f"{args.calibration}'s calibration images")
     report = evaluate(args.model, data.images, data.labels, calibration, schemes,

@@ -51,9 +51,8 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration
 
     start = time.perf_counter()
     if calibration is not None:
-        from strum.quant.calibrate import quantize_model
-        from strum.quant.evaluate import load_data
-        quantized, _ = quantize_model(model, config, load_data(calibration).calibration)
+        from strum.quant.calibrate import calibration_images, quantize_model
+        quantized, _ = quantize_model(model, config, calibration_images(calibration))
         summary["calibration"] = {"data": str(calibration), "method": "oa"}
     else:
         quantized = quantize_layers(layers, config)

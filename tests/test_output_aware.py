@@ -377,3 +377,15 @@ def test_statistics_sample_large_batches(monkeypatch):
     relative = np.abs(sampled[conv].hessian / sampled[conv].rows - full[conv].hessian / full[conv].rows)
     assert relative.max() < 0.2 * np.abs(full[conv].hessian / full[conv].rows).max()
     assert sampled["/fc/Gemm"].rows == full["/fc/Gemm"].rows == 64
+
+
+def test_calibration_from_an_npz_without_labels(tmp_path, capsys):
+    images = load_data("digits").calibration[:50]
+    np.savez(tmp_path / "cal.npz", images=images)
+    out = tmp_path / "q.npz"
+    assert main(["quantize", str(default_model_path()), "-o", str(out), "--calibration",
+                 str(tmp_path / "cal.npz")]) == 0
+    np.savez(tmp_path / "bad.npz", labels=np.zeros(3, np.int64))
+    assert main(["quantize", str(default_model_path()), "-o", str(tmp_path / "r.npz"),
+                 "--calibration", str(tmp_path / "bad.npz")]) == 2
+    assert "'calibration' or 'images'" in capsys.readouterr().err
