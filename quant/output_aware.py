@@ -182,6 +182,11 @@ def quantize_output_aware(weights, config: StrumConfig, hessian, *, groups: int 
     if config.scheme not in OUTPUT_AWARE_SCHEMES:
         raise ConfigError(f"output-aware quantization handles schemes "
                           f"{', '.join(OUTPUT_AWARE_SCHEMES)}, not {config.scheme!r}")
+    # Masks shared between channels (issue 12's mask_share, if present) would need one
+    # choice per sharing set: not done here, so such configs are refused, not ignored.
+    if getattr(config, "mask_share", None) not in (None, 0, 1, False):
+        raise ConfigError(f"output-aware quantization does not support "
+                          f"mask_share={config.mask_share!r} yet")
     weights = validate_weights(weights, name)
     vectors = to_reduction(weights)
     channels, length = vectors.shape
