@@ -85,8 +85,9 @@ def random_input(shape, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(-128, 128, size=shape, dtype=np.int64)
 
 
-def _weight_fields(config: StrumConfig, weight: np.ndarray, name: str):
-    quantized = quantize(weight, config, name=name)
+def _weight_fields(config: StrumConfig, weight: np.ndarray, name: str, quantized=None):
+    if quantized is None:
+        quantized = quantize(weight, config, name=name)
     if config.scheme == "int8":
         # The int8 PE takes every lane's weight in lane order: no image, no mask.
         vectors = to_blocks(to_reduction(quantized.w_int), config.block_size)
@@ -100,17 +101,19 @@ def _weight_fields(config: StrumConfig, weight: np.ndarray, name: str):
     return quantized.w_int.astype(np.int64), fields
 
 
-def prepare_layer(layer, config: StrumConfig, x_int8: np.ndarray) -> LayerJob:
+def prepare_layer(layer, config: StrumConfig, x_int8: np.ndarray, quantized=None) -> LayerJob:
     """Quantize a layer's weights, lay its input out in blocks, and compute the golden output.
 
     ``layer`` is a :class:`strum.quant.onnx_io.Layer`; ``x_int8`` its int8 input,
-    ``[N, C, *spatial]`` for Conv, ``[N, C]`` for Gemm and MatMul.
+    ``[N, C, *spatial]`` for Conv, ``[N, C]`` for Gemm and MatMul. ``quantized``: a
+    :class:`~strum.quant.quantize.QuantizedTensor` of ``config`` to use instead (e.g.
+    output-aware weights).
     """
     if layer.op not in SUPPORTED_OPS:
         raise InputError(f"layer {layer.name!r}: operator {layer.op} is not supported on the DPU "
                          f"(supported: {', '.join(SUPPORTED_OPS)})")
     x = np.asarray(x_int8, dtype=np.int64)
-    w_int, fields = _weight_fields(config, layer.weight, layer.name)
+    w_int, fields = _weight_fields(config, layer.weight, layer.name, quantized)
     if layer.op == "Conv":
         attrs = layer.attrs
         groups = attrs.get("group", 1)
@@ -319,12 +322,13 @@ def layer_inputs(model, config: StrumConfig, data, batch: int) -> dict:
 
 def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "verilator",
                           seed: int = 0, data=None, batch: int = 1, backpressure: bool = False,
-                          vcd=None, progress: bool = True) -> list[dict]:
+                          vcd=None, progress: bool = True, quantized=None) -> list[dict]:
     """``strum simulate layer``: one layer (or ``"all"``) of an ONNX model through a DPU.
 
     ``hardware`` holds the StrumDPU keywords (config, rows, cols, variant, ...). Inputs
     are the layers' real int8 inputs when ``data`` names a data set, else random int8
-    from ``seed``.
+    from ``seed``. ``quantized`` maps layer names to weights to use instead of the plain
+    quantizer's (e.g. :func:`strum.quant.calibrate.quantize_model`'s).
     """
     from strum.quant.onnx_io import find_layer, load_layers, node_operator
 
@@ -349,7 +353,7 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
         x = inputs.get(candidate.name)
         if x is None:
             x = random_input(input_shape(candidate, batch), seed + index)
-        job = prepare_layer(candidate, config, x)
+        job = prepare_layer(candidate, config, x, (quantized or {}).get(candidate.name))
         reports.append(simulate_layer(job, **{k: v for k, v in hardware.items() if k != "config"},
                                       backend=backend, seed=seed if backpressure else None,
                                       progress=progress, vcd=vcd))

@@ -249,9 +249,16 @@ def _simulate(args) -> int:
         from strum.sim.layer import simulate_model_layers
 
         options = _hardware(args)
+        quantized = None
+        if args.calibration is not None:
+            from strum.quant.calibrate import calibration_images, quantize_model
+            layers, _ = quantize_model(args.model, options["config"],
+                                       calibration_images(args.calibration))
+            quantized = {layer.name: layer.quantized for layer in layers}
         reports = simulate_model_layers(args.model, args.layer, options, backend=args.backend,
                                         seed=args.seed, data=args.data, batch=args.batch,
-                                        backpressure=args.backpressure, vcd=args.vcd)
+                                        backpressure=args.backpressure, vcd=args.vcd,
+                                        quantized=quantized)
         for report in reports:
             print(f"{report['layer']}: {report['macs']} MACs, {report['outputs']} outputs, "
                   f"{report['mismatches']} mismatches, {report['cycles']} cycles, "
@@ -526,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="real inputs: digits, mnist or an .npz of images (default: random int8)")
     layer.add_argument("--batch", type=int, default=1, metavar="N",
                        help="images (or random inputs) per layer (default: 1)")
+    layer.add_argument("--calibration", default=None, metavar="DATA",
+                       help="co-simulate output-aware weights calibrated on DATA (digits, "
+                            "mnist or an .npz)")
     _add_hardware_options(layer, array=True)
     for sub in (pe, layer):
         sub.add_argument("--backend", choices=("amaranth", "verilator"), default="verilator")

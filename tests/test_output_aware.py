@@ -389,3 +389,13 @@ def test_calibration_from_an_npz_without_labels(tmp_path, capsys):
     assert main(["quantize", str(default_model_path()), "-o", str(tmp_path / "r.npz"),
                  "--calibration", str(tmp_path / "bad.npz")]) == 2
     assert "'calibration' or 'images'" in capsys.readouterr().err
+
+
+def test_cli_simulate_layer_with_calibration(tmp_path):
+    import json
+
+    report = tmp_path / "r.json"
+    assert main(["simulate", "layer", str(default_model_path()), "--layer", "/conv3/Conv",
+                 "--data", "digits", "--rows", "3", "--cols", "5", "--block", "8",
+                 "--calibration", "digits", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["mismatches"] == 0
