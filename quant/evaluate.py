@@ -11,6 +11,12 @@ by ``:``: ``h<H>`` high lanes, ``b<B>`` block size, ``g<G>`` selection group (St
 schemes only), ``haz`` or ``rne`` rounding, ``acc<W>`` accumulator width. Examples:
 ``int8``, ``2:4``, ``dliq:h8``, ``mip2q:h4:g4``, ``int4-g16:acc48``.
 
+A spec may end in a calibration method, ``+oa`` (output-aware weights and bias
+correction, :mod:`.output_aware`), ``+bc`` (bias correction only) or ``+plain``, and in
+``+policy`` (the per-layer precision ``policy`` given to :func:`evaluate`,
+:mod:`.policy`): ``dliq:h8+oa``, ``mip2q:h4+oa+policy``. Without one, ``method``
+applies. Calibration statistics come from the calibration images.
+
 Accumulator width: the hardware schemes (:data:`.config.HARDWARE_SCHEMES`) use the
 base config's width (32 bits) and a layer that does not fit is an error, as in the
 hardware. The other comparison schemes (``int4-g16`` reaches weights of 7*255) get 48
@@ -124,10 +130,28 @@ def scheme_label(config: StrumConfig, base: StrumConfig | None = None) -> str:
 
 # -- evaluation ------------------------------------------------------------------------
 
+def split_spec(spec: str, method: str = "plain") -> tuple[str, str, bool]:
+    """``"dliq:h8+oa+policy"`` -> (``"dliq:h8"``, ``"oa"``, True): scheme spec, method,
+    per-layer policy."""
+    from .calibrate import METHODS
+
+    scheme, *modifiers = str(spec).split("+")
+    policy = False
+    for modifier in modifiers:
+        if modifier in METHODS:
+            method = modifier
+        elif modifier == "policy":
+            policy = True
+        else:
+            raise ConfigError(f"scheme spec {spec!r}: unknown modifier {'+' + modifier!r}, "
+                              f"expected +{', +'.join(METHODS)} or +policy")
+    return scheme, method, policy
+
+
 def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
              base: StrumConfig | None = None, percentile: float | None = None,
              weights_only: bool = True, data_name: str | None = None,
-             short: str = "int8") -> dict:
+             short: str = "int8", method: str = "plain", policy=None) -> dict:
     """Accuracy of every scheme on one model and data set.
 
     Parameters
@@ -153,6 +177,11 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         Recorded in the report.
     short : str
         Short-reduction policy (:data:`.quantize.SHORT_POLICIES`).
+    method : str
+        Calibration method of specs without one: ``plain``, ``bc`` or ``oa``.
+    policy : :class:`.policy.Policy` or None
+        The per-layer precision of ``+policy`` specs (and of every spec when given
+        and no spec asks for it).
 
     Returns
     -------
@@ -184,9 +213,17 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
                          f"float and are not quantized by eval")
     longest = max(layer.weight[0].size for layer in network.layers)
     configs = {}
-    for scheme in schemes:
+    parsed = [(scheme, method, False) if isinstance(scheme, StrumConfig)
+              else split_spec(scheme, method) for scheme in schemes]
+    if policy is not None and not any(p[2] for p in parsed):
+        parsed = [(scheme, how, True) for scheme, how, _ in parsed]
+    for scheme, how, per_layer in parsed:
         config = scheme if isinstance(scheme, StrumConfig) else parse_scheme(scheme, base, longest)
-        configs.setdefault(scheme_label(config, base), config)
+        label = scheme_label(config, base) + ("" if how == "plain" else f"+{how}") \
+            + ("+policy" if per_layer else "")
+        configs.setdefault(label, (config, how, per_layer))
+    if policy is None and any(per_layer for _, _, per_layer in configs.values()):
+        raise ConfigError("a +policy scheme needs a policy (--keep-int8 or a budget)")
 
     reference = network.run_outputs(feeds)
     first = reference[network.output_name]
@@ -209,9 +246,23 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         "activation_scales": act_scales,
         "schemes": {},
     }
-    for label, config in configs.items():
+    statistics = None
+    if any(how != "plain" or per_layer for _, how, per_layer in configs.values()):
+        from .calibrate import layer_statistics
+        statistics = layer_statistics(network, calibration, act_scales, base=base)
+        report["calibration_statistics_seconds"] = time.perf_counter() - start
+    for label, (config, how, per_layer) in configs.items():
         scheme_start = time.perf_counter()
-        quantized = network.quantize(config, short)
+        layer_configs, chosen = config, None
+        if per_layer:
+            chosen = policy.choose(network, config, how, statistics, calibration, act_scales)
+            layer_configs = chosen.configs
+        if how == "plain" and not per_layer:
+            quantized = network.quantize(config, short)
+        else:
+            from .calibrate import quantize_network
+            quantized = (chosen.quantized if chosen is not None
+                         else quantize_network(network, layer_configs, how, statistics))
         outputs = network.run_outputs(feeds, quantized=quantized, act_scales=act_scales,
                                       config=config)
         logits = outputs[network.output_name]
@@ -234,7 +285,13 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
             "bits_per_weight": _weighted([l["bits_per_weight"] for l in layers], weights),
             "weight_sqnr_db": _weighted([l["sqnr_db"] for l in layers], weights),
             "layers": layers,
+            "method": how,
         }
+        if statistics is not None:
+            from .policy import network_cycles
+            result["pe_cycles"] = network_cycles(network, quantized, statistics, config)
+        if chosen is not None:
+            result["policy"] = chosen.report
         if weights_only:
             dequantized = {name: q.dequantize() for name, q in quantized.items()}
             only = network.run_onnxruntime(feeds, dequantized)
@@ -379,13 +436,16 @@ def format_table(report: dict) -> str:
         return "-" if value is None else f"{value * scale:.{digits}f}"
 
     labelled = report["float_top1"] is not None
+    # Static-PE cycles against the int8 PE, when calibration counted them (per-layer H).
+    cycles = any("pe_cycles" in row for row in report["schemes"].values())
     lines = [
         f"{report['model']} on {report['data'] or 'data'}: {report['images']} images, "
         f"float top-1 {number(report['float_top1'], 2, 100)} %",
         "",
         "| scheme | bits/weight | weight SQNR dB | top-1 % | agreement % | output SQNR dB "
-        f"| weights-only {'top-1 %' if labelled else 'output SQNR dB'} | top-5 % |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| weights-only {'top-1 %' if labelled else 'output SQNR dB'} | top-5 % |"
+        + (" static PE cycles / int8 PE |" if cycles else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if cycles else ""),
     ]
     for label, row in report["schemes"].items():
         only = number(row["weights_only_top1"], 2, 100) if labelled else \
@@ -394,7 +454,8 @@ def format_table(report: dict) -> str:
             f"| {label} | {number(row['bits_per_weight'], 3)} | {number(row['weight_sqnr_db'], 1)} "
             f"| {number(row['top1'], 2, 100)} | {number(row['top1_agreement'], 2, 100)} "
             f"| {number(row['output_sqnr_db'], 1)} | {only} "
-            f"| {number(row.get('top5'), 2, 100)} |")
+            f"| {number(row.get('top5'), 2, 100)} |"
+            + (f" {number(row.get('pe_cycles', {}).get('static_vs_int8_pe'), 2)} |" if cycles else ""))
     outputs = report.get("outputs", {})
     if len(outputs) > 1:
         lines += ["", "output SQNR dB per output tensor:", "",

@@ -208,9 +208,11 @@ def _integer_layer(b: _Builder, layer: Layer, node, quantized, act_scale: float,
     if layer.op == "Gemm":
         scale = scale * layer.attrs["alpha"]
     y = b.node("Mul", [acc, b.const(scale.reshape(_channel_shape(layer)))])
-    if layer.bias is not None:
+    # A bias corrected from calibration (QuantizedTensor.bias) replaces the layer's own.
+    bias = layer.bias if getattr(quantized, "bias", None) is None else quantized.bias
+    if bias is not None:
         beta = layer.attrs["beta"] if layer.op == "Gemm" else 1.0
-        y = b.node("Add", [y, b.const((beta * layer.bias).reshape(_channel_shape(layer)))])
+        y = b.node("Add", [y, b.const((beta * np.asarray(bias, np.float64)).reshape(_channel_shape(layer)))])
     b.node("Cast", [y], outputs=[output], to=TensorProto.FLOAT)
 
 

@@ -40,7 +40,8 @@ def quantize_layers(layers, config: StrumConfig, short: str = "pad") -> list[Qua
 
 
 def save_npz(path, layers: list[QuantizedLayer]) -> None:
-    """OUT.npz: ``NAME/w_int``, ``NAME/scale``, ``NAME/mask`` and ``NAME/packed`` per layer."""
+    """OUT.npz: ``NAME/w_int``, ``NAME/scale``, ``NAME/mask`` and ``NAME/packed`` per layer,
+    and ``NAME/bias`` where calibration corrected the bias."""
     arrays = {}
     for layer in layers:
         q = layer.quantized
@@ -49,6 +50,8 @@ def save_npz(path, layers: list[QuantizedLayer]) -> None:
         arrays[f"{layer.name}/mask"] = q.mask
         if q.packed is not None:
             arrays[f"{layer.name}/packed"] = q.packed
+        if q.bias is not None:
+            arrays[f"{layer.name}/bias"] = q.bias      # corrected from calibration
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with atomic_writer(path, "wb") as stream:

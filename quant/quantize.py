@@ -43,6 +43,8 @@ class QuantizedTensor:
     packed : uint8 or None: the memory image file (StruM schemes only).
     bits_per_weight : stored bits per weight, counting every per-block field (mask,
         shift, group scale) and padding, leaving out per-output-channel scales.
+    bias : float64 ``[K]`` or None: a corrected bias that replaces the layer's own
+        (bias correction from calibration, :mod:`.calibrate`); None keeps the layer's.
     """
 
     config: StrumConfig
@@ -51,6 +53,7 @@ class QuantizedTensor:
     mask: np.ndarray
     packed: np.ndarray | None
     bits_per_weight: float
+    bias: np.ndarray | None = None
 
     def dequantize(self) -> np.ndarray:
         shape = (-1,) + (1,) * (self.w_int.ndim - 1)

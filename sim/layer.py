@@ -88,8 +88,9 @@ def random_input(shape, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(-128, 128, size=shape, dtype=np.int64)
 
 
-def _weight_fields(config: StrumConfig, weight: np.ndarray, name: str):
-    quantized = quantize(weight, config, name=name)
+def _weight_fields(config: StrumConfig, weight: np.ndarray, name: str, quantized=None):
+    if quantized is None:
+        quantized = quantize(weight, config, name=name)
     if config.scheme == "int8":
         # The int8 PE takes every lane's weight in lane order: no image, no mask.
         vectors = to_blocks(to_reduction(quantized.w_int), config.block_size)
@@ -103,17 +104,19 @@ def _weight_fields(config: StrumConfig, weight: np.ndarray, name: str):
     return quantized.w_int.astype(np.int64), fields
 
 
-def prepare_layer(layer, config: StrumConfig, x_int8: np.ndarray) -> LayerJob:
+def prepare_layer(layer, config: StrumConfig, x_int8: np.ndarray, quantized=None) -> LayerJob:
     """Quantize a layer's weights, lay its input out in blocks, and compute the golden output.
 
     ``layer`` is a :class:`strum.quant.onnx_io.Layer`; ``x_int8`` its int8 input,
-    ``[N, C, *spatial]`` for Conv, ``[N, C]`` for Gemm and MatMul.
+    ``[N, C, *spatial]`` for Conv, ``[N, C]`` for Gemm and MatMul. ``quantized``: a
+    :class:`~strum.quant.quantize.QuantizedTensor` of ``config`` to use instead (e.g.
+    output-aware weights).
     """
     if layer.op not in SUPPORTED_OPS:
         raise InputError(f"layer {layer.name!r}: operator {layer.op} is not supported on the DPU "
                          f"(supported: {', '.join(SUPPORTED_OPS)})")
     x = np.asarray(x_int8, dtype=np.int64)
-    w_int, fields = _weight_fields(config, layer.weight, layer.name)
+    w_int, fields = _weight_fields(config, layer.weight, layer.name, quantized)
     if layer.op in ("Conv", "ConvTranspose"):
         attrs = layer.attrs
         groups = attrs.get("group", 1)
@@ -337,7 +340,8 @@ def layer_inputs(model, config: StrumConfig, data, batch: int, short: str = "int
 
 def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "verilator",
                           seed: int = 0, data=None, batch: int = 1, backpressure: bool = False,
-                          vcd=None, progress: bool = True, short: str = "int8") -> list[dict]:
+                          vcd=None, progress: bool = True, short: str = "int8",
+                          quantized=None) -> list[dict]:
     """``strum simulate layer``: one layer (or ``"all"``) of an ONNX model through a DPU.
 
     ``hardware`` holds the StrumDPU keywords (config, rows, cols, variant, ...). Inputs
@@ -345,6 +349,8 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
     from ``seed``. A layer that the short-reduction policy ``short``
     (:data:`strum.quant.quantize.SHORT_POLICIES`) keeps int8 runs on the int8 array of the
     same size, as integer inference computes it; its report says ``"short_reduction"``.
+    ``quantized`` maps layer names to weights to use instead of the plain quantizer's
+    (e.g. :func:`strum.quant.calibrate.quantize_model`'s); a short layer kept int8 ignores it.
     """
     from strum.quant.quantize import short_config
 
@@ -375,7 +381,8 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
         options = {k: v for k, v in hardware.items() if k != "config"}
         if layer_config != config:
             options.update(variant="int8", routing=None)
-        job = prepare_layer(candidate, layer_config, x)
+        given = (quantized or {}).get(candidate.name) if layer_config == config else None
+        job = prepare_layer(candidate, layer_config, x, given)
         reports.append(simulate_layer(job, **options, backend=backend,
                                       seed=seed if backpressure else None,
                                       progress=progress, vcd=vcd))

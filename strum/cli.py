@@ -53,6 +53,37 @@ def _config(args) -> StrumConfig:
                        acc_width=args.acc_width, max_reduction_length=args.max_reduction)
 
 
+def _add_calibration_options(parser: argparse.ArgumentParser, optional_data: bool = False) -> None:
+    group = parser.add_argument_group("calibration (output-aware quantization, per-layer precision)")
+    if optional_data:
+        group.add_argument("--calibration", nargs="?", const="", default=None, metavar="DATA",
+                           help="output-aware quantization and bias correction from calibration "
+                                "images: digits, mnist or an .npz ('calibration' or 'images'; "
+                                "without DATA: those of --data)")
+    else:
+        group.add_argument("--calibration", default=None, metavar="DATA",
+                           help="output-aware quantization and bias correction from the "
+                                "calibration images of DATA: digits, mnist or an .npz")
+    group.add_argument("--keep-int8", default=None, metavar="LIST",
+                       help="layers kept at H = B: first, last, depthwise and layer names, "
+                            "comma-separated")
+    budget = group
+    budget.add_argument("--budget-bits", type=float, default=None, metavar="BITS",
+                        help="per-layer H under this average of stored bits per weight")
+    budget.add_argument("--budget-cycles", type=float, default=None, metavar="X",
+                        help="per-layer H under X times the static PE's one-pass cycles "
+                             "(with --budget-bits: both hold)")
+
+
+def _policy(args):
+    """The per-layer policy of the options, or None."""
+    if args.keep_int8 is None and args.budget_bits is None and args.budget_cycles is None:
+        return None
+    from strum.quant.policy import Policy
+    keep = tuple(item.strip() for item in (args.keep_int8 or "").split(",") if item.strip())
+    return Policy(keep_int8=keep, budget_bits=args.budget_bits, budget_cycles=args.budget_cycles)
+
+
 def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) -> None:
     from strum.hw.router import ROUTINGS
 
@@ -91,18 +122,36 @@ def _quantize(args) -> int:
     from strum.quant.onnx_io import load_layers
 
     config = _config(args)
-    layers = load_layers(args.input)
+    policy, policy_report = _policy(args), None
     start = time.perf_counter()
-    quantized = quantize_layers(layers, config, short=args.short)
+    if args.calibration is not None or policy is not None:
+        from strum.quant.calibrate import calibration_images, quantize_model
+
+        if args.calibration is None:
+            raise ValueError("--keep-int8 and the budgets need --calibration DATA")
+        if Path(args.input).suffix.lower() != ".onnx":
+            raise ValueError(f"--calibration needs an ONNX model to run, not {args.input}")
+        quantized, calibrated = quantize_model(args.input, config,
+                                               calibration_images(args.calibration),
+                                               policy=policy)
+        policy_report = calibrated["policy"]
+    else:
+        quantized = quantize_layers(load_layers(args.input), config, short=args.short)
     seconds = time.perf_counter() - start
     save_npz(args.output, quantized)
     data = report(quantized, config, seconds)
+    if args.calibration is not None:
+        data["calibration"] = {"data": args.calibration, "method": "oa", "policy": policy_report}
+        for layer in data["layers"]:
+            layer["output_sqnr_db"] = calibrated["layer_output_sqnr_db"].get(layer["name"])
     unquantized = _warn_unquantized(args.input)
     if unquantized:
         data["unquantized_nodes"] = [{"op": op, "node": name} for op, name in unquantized]
     if args.report:
         _write_json(args.report, data)
     _print_layers(data)
+    if policy_report is not None:
+        _print_policy(policy_report)
     return 0
 
 
@@ -130,12 +179,28 @@ def _warn_unquantized(path) -> list:
     return nodes
 
 
+def _print_policy(policy) -> None:
+    """Each layer's H, static-PE passes and the network's output SQNR with it alone at that H."""
+    print(f"per-layer H: {policy['bits_per_weight']:.3f} bits/weight, static PE "
+          f"{policy['static_cycles_vs_one_pass']:.2f}x the one-pass cycles")
+    for layer in policy["layers"]:
+        sqnr = layer["sensitivity_sqnr_db"].get(str(layer["high_lanes"]))
+        alone = "" if sqnr is None else f"  output SQNR {sqnr:.2f} dB (alone)"
+        print(f"  {layer['name'][:40]:40s} H={layer['high_lanes']:<3d} passes={layer['passes']}{alone}")
+
+
 def _print_layers(data) -> None:
-    print(f"{'layer':40s} {'shape':>18s} {'SQNR dB':>8s} {'bits/w':>7s}")
+    output = any("output_sqnr_db" in layer for layer in data["layers"])
+    print(f"{'layer':40s} {'shape':>18s} {'SQNR dB':>8s} {'bits/w':>7s}"
+          + (f" {'output SQNR dB (calibration)':>30s}" if output else ""))
     for layer in data["layers"]:
         sqnr = "inf" if layer["sqnr_db"] is None else f"{layer['sqnr_db']:.2f}"
+        extra = ""
+        if output:
+            value = layer.get("output_sqnr_db")
+            extra = f" {'-' if value is None else f'{value:.2f}':>30s}"
         print(f"{layer['name'][:40]:40s} {'x'.join(map(str, layer['shape'])):>18s} "
-              f"{sqnr:>8s} {layer['bits_per_weight']:7.3f}")
+              f"{sqnr:>8s} {layer['bits_per_weight']:7.3f}{extra}")
 
 
 def _inspect(args) -> int:
@@ -211,10 +276,16 @@ def _simulate(args) -> int:
         from strum.sim.layer import simulate_model_layers
 
         options = _hardware(args)
+        quantized = None
+        if args.calibration is not None:
+            from strum.quant.calibrate import calibration_images, quantize_model
+            layers, _ = quantize_model(args.model, options["config"],
+                                       calibration_images(args.calibration))
+            quantized = {layer.name: layer.quantized for layer in layers}
         reports = simulate_model_layers(args.model, args.layer, options, backend=args.backend,
                                         seed=args.seed, data=args.data, batch=args.batch,
                                         backpressure=args.backpressure, vcd=args.vcd,
-                                        short=args.short)
+                                        short=args.short, quantized=quantized)
         for report in reports:
             print(f"{report['layer']}: {report['macs']} MACs, {report['outputs']} outputs, "
                   f"{report['mismatches']} mismatches, {report['cycles']} cycles, "
@@ -230,7 +301,8 @@ def _flow(args) -> int:
     from strum import flow
 
     config = _config(args)
-    summary = flow.run(config, Path(args.output), model=args.model)
+    summary = flow.run(config, Path(args.output), model=args.model,
+                       **({"calibration": args.calibration} if args.calibration else {}))
     _print_flow(summary, Path(args.output))
     return 1 if any(summary["steps"].get(step, {}).get("mismatches") for step in ("pe", "layer")) else 0
 
@@ -274,6 +346,9 @@ def _eval(args) -> int:
     from strum.quant.inference import Network
     from strum.quant.user_data import Preprocess
 
+    schemes = [spec for item in args.schemes for spec in item.split(",") if spec]
+    if args.data == "speech":
+        return _eval_speech(args, schemes)
     network = Network(args.model)
     size = _numbers(args.size, "--size", int) if args.size else None
     preprocess = Preprocess(size=(size * 2)[:2] if size else None,
@@ -281,12 +356,19 @@ def _eval(args) -> int:
                             layout=args.layout, color=args.color)
     data = load_data(args.data, preprocess, list(network.inputs))
     _warn_unquantized(args.model)
-    schemes = [spec for item in args.schemes for spec in item.split(",") if spec]
     base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
-    report = evaluate(network, data.images, data.labels, data.calibration, schemes,
+    calibration = data.calibration
+    if args.calibration:
+        from strum.quant.calibrate import calibration_images
+        calibration = calibration_images(args.calibration)
+        data = type(data)(data.name, data.images, data.labels, calibration,
+                          f"{args.calibration}'s calibration images")
+    report = evaluate(network, data.images, data.labels, calibration, schemes,
                       base=base, percentile=args.percentile,
                       weights_only=not args.no_weights_only, data_name=data.name,
-                      short=args.short)
+                      short=args.short,
+                      method="oa" if args.calibration is not None else "plain",
+                      policy=_policy(args))
     report["calibration_source"] = data.calibration_source
     if args.report:
         _write_json(args.report, report)
@@ -295,6 +377,27 @@ def _eval(args) -> int:
     print(format_table(report))
     return 0
 
+
+
+def _eval_speech(args, schemes) -> int:
+    """``strum eval silero --data speech``: the VAD task of :mod:`strum.quant.speech`."""
+    from strum.quant.speech import evaluate_vad, format_vad_table
+
+    model = args.model
+    if model == "silero":
+        from strum.quant.fetch import silero_vad_onnx
+        model = silero_vad_onnx(variant="silero_vad_16k_op15")
+    if args.calibration:
+        raise ValueError("--data speech calibrates on its own held-out streams: give "
+                         "--calibration without DATA")
+    base = StrumConfig(rounding=args.rounding, acc_width=args.acc_width)
+    report = evaluate_vad(model, schemes, base=base,
+                          method="oa" if args.calibration is not None else "plain",
+                          policy=_policy(args))
+    if args.report:
+        _write_json(args.report, report)
+    print(format_vad_table(report))
+    return 0
 
 
 def _add_synth_options(parser: argparse.ArgumentParser) -> None:
@@ -434,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--model", default=None, help="ONNX model (default: embedded digits CNN)")
     flow.add_argument("-o", "--output", default="strum-flow", help="output folder (default: strum-flow)")
     _add_config_options(flow)
+    flow.add_argument("--calibration", default=None, metavar="DATA",
+                      help="output-aware quantization from DATA's calibration images "
+                           "(digits, mnist or an .npz)")
     flow.set_defaults(run=_flow)
 
     quantize = verbs.add_parser("quantize", help="quantize a model's weights")
@@ -442,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--report", help="REPORT.json")
     _add_config_options(quantize)
     _add_short_option(quantize)
+    _add_calibration_options(quantize)
     quantize.set_defaults(run=_quantize)
 
     inspect = verbs.add_parser("inspect", help="verify and describe memory images (an image "
@@ -471,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     layer.add_argument("--batch", type=int, default=1, metavar="N",
                        help="images (or random inputs) per layer (default: 1)")
     _add_short_option(layer)
+    layer.add_argument("--calibration", default=None, metavar="DATA",
+                       help="co-simulate output-aware weights calibrated on DATA (digits, "
+                            "mnist or an .npz)")
     _add_hardware_options(layer, array=True)
     for sub in (pe, layer):
         sub.add_argument("--backend", choices=("amaranth", "verilator"), default="verilator")
@@ -484,12 +594,13 @@ def build_parser() -> argparse.ArgumentParser:
     from strum.quant.evaluate import DEFAULT_SCHEMES
     evaluate = verbs.add_parser("eval", help="accuracy of a model under every scheme, with "
                                              "integer inference as the hardware computes")
-    evaluate.add_argument("model", help="ONNX model")
+    evaluate.add_argument("model", help="ONNX model ('silero': silero-vad 6.2.3, 16 kHz)")
     evaluate.add_argument("--data", required=True,
                           help="'digits', 'mnist', an .npz (images or one array per model "
                                "input, optional labels and calibration), a folder of images "
-                               "by class (ImageFolder), a folder of images, or a folder of "
-                               ".npy inputs")
+                               "by class (ImageFolder), a folder of images, a folder of "
+                               ".npy inputs, or 'speech' (silero-vad on espeak-ng speech in "
+                               "noise, weights only)")
     prep = evaluate.add_argument_group("image folders")
     prep.add_argument("--size", default=None, metavar="H,W", help="resize to H,W (or one side)")
     prep.add_argument("--mean", default="0", metavar="M[,M,M]",
@@ -500,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--color", choices=("rgb", "grey"), default="rgb")
     _add_short_option(evaluate)
     evaluate.add_argument("--schemes", nargs="+", default=list(DEFAULT_SCHEMES), metavar="SPEC",
-                          help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4 "
+                          help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4; a suffix "
+                               "+oa (output-aware), +bc (bias correction) or +policy (per-layer "
+                               "H) calibrates one scheme "
                                f"(default: {' '.join(DEFAULT_SCHEMES)})")
     evaluate.add_argument("--report", help="R.json")
     evaluate.add_argument("--plot", help="P.png: top-1 and output SQNR against bits per weight")
@@ -512,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="calibrate activations to this percentile of |x| (default: max)")
     evaluate.add_argument("--no-weights-only", action="store_true",
                           help="skip the weights-only onnxruntime runs")
+    _add_calibration_options(evaluate, optional_data=True)
     evaluate.set_defaults(run=_eval)
 
     synth = verbs.add_parser("synth", help="area, cells, LUTs and Fmax of a PE or a DPU "

@@ -37,7 +37,9 @@ def _weighted_sqnr(data) -> float | None:
 STEPS = ("quantize", "accuracy", "pe", "layer", "area")
 
 
-def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
+def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration=None) -> dict:
+    """Run ``steps`` on ``model``; ``calibration`` (a data spec: digits, mnist or an .npz)
+    turns on output-aware quantization and bias correction of the weights and accuracy."""
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise ValueError(f"steps must be among {', '.join(STEPS)}, not {', '.join(unknown)}")
@@ -48,7 +50,12 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
     summary = {"model": model.name, "config": config.to_dict(), "steps": {}}
 
     start = time.perf_counter()
-    quantized = quantize_layers(layers, config)
+    if calibration is not None:
+        from strum.quant.calibrate import calibration_images, quantize_model
+        quantized, _ = quantize_model(model, config, calibration_images(calibration))
+        summary["calibration"] = {"data": str(calibration), "method": "oa"}
+    else:
+        quantized = quantize_layers(layers, config)
     data = report(quantized, config, time.perf_counter() - start)
     save_npz(out_dir / "weights.npz", quantized)
     write_report(out_dir / "quantize.json", data)
@@ -65,7 +72,8 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
         } for scheme, data in schemes.items()
     }
     if "accuracy" in steps:
-        summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
+        summary["steps"]["accuracy"] = _accuracy(config, model, out_dir,
+                                                 "plain" if calibration is None else "oa")
     if "pe" in steps:
         summary["steps"]["pe"] = _pe(config, out_dir)
     if "layer" in steps:
@@ -76,7 +84,7 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
     return summary
 
 
-def _accuracy(config: StrumConfig, model: Path, out_dir: Path) -> dict:
+def _accuracy(config: StrumConfig, model: Path, out_dir: Path, method: str = "plain") -> dict:
     """Top-1 of the config and of int8 on the digits test split (default model only)."""
     from strum.quant.datasets import digits_calibration, digits_test
     from strum.quant.evaluate import evaluate
@@ -87,7 +95,7 @@ def _accuracy(config: StrumConfig, model: Path, out_dir: Path) -> dict:
     images, labels = digits_test()
     schemes = [config] + ([config.replace(scheme="int8")] if config.scheme != "int8" else [])
     data = evaluate(model, images, labels, digits_calibration()[0], schemes,
-                    base=config, weights_only=False, data_name="digits")
+                    base=config, weights_only=False, data_name="digits", method=method)
     write_report(out_dir / "accuracy.json", data)
     return {
         "data": "digits",
