@@ -159,14 +159,20 @@ def quantize_layer(layer, config: StrumConfig, statistics: LayerStatistics | Non
 
 def quantize_network(network, configs, method: str = "oa",
                      statistics: Mapping[str, LayerStatistics] | None = None, *,
-                     damping: float = DEFAULT_DAMPING) -> dict[str, QuantizedTensor]:
+                     damping: float = DEFAULT_DAMPING,
+                     short: str = "int8") -> dict[str, QuantizedTensor]:
     """Every layer of ``network`` quantized: ``{layer name: QuantizedTensor}``.
 
-    ``configs`` is one :class:`StrumConfig` or a mapping layer name -> config.
+    ``configs`` is one :class:`StrumConfig` or a mapping layer name -> config; with one
+    config, the short-reduction policy ``short`` (:func:`.quantize.short_config`) applies
+    as in the plain quantizer.
     """
+    from .quantize import short_config
+
     result = {}
     for layer in network.layers:
-        config = configs if isinstance(configs, StrumConfig) else configs[layer.name]
+        config = short_config(configs, layer.weight, short) if isinstance(configs, StrumConfig) \
+            else configs[layer.name]
         stats = None if statistics is None else statistics.get(layer.name)
         result[layer.name] = quantize_layer(layer, config, stats, method, damping=damping)
     return result

@@ -262,7 +262,8 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         else:
             from .calibrate import quantize_network
             quantized = (chosen.quantized if chosen is not None
-                         else quantize_network(network, layer_configs, how, statistics))
+                         else quantize_network(network, layer_configs, how, statistics,
+                                           short=short))
         outputs = network.run_outputs(feeds, quantized=quantized, act_scales=act_scales,
                                       config=config)
         logits = outputs[network.output_name]

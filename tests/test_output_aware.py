@@ -142,7 +142,10 @@ def test_output_aware_beats_plain_on_digits():
     assert _sqnr(report, "int8+oa") >= _sqnr(report, "int8")
     assert report["schemes"]["dliq:h8+oa"]["method"] == "oa"
     cycles = report["schemes"]["dliq:h8+oa"]["pe_cycles"]
-    assert cycles["static"] == cycles["int8_pe"] > 0           # one pass per block
+    # Output-aware weights cost the cycles of the plain rule; the short layers the policy
+    # keeps int8 take ceil(B / H) passes on the static PE, so static >= int8 PE.
+    assert cycles == report["schemes"]["dliq:h8"]["pe_cycles"]
+    assert cycles["static"] >= cycles["int8_pe"] > 0
 
 
 def test_output_aware_beats_plain_on_mnist():
@@ -357,7 +360,7 @@ def test_matmul_layers_both_operands(tmp_path):
 
     config = StrumConfig(high_lanes=4)
     result = {method: sqnr_db(reference, network.run_integer(
-        images[32:], quantize_network(network, config, method, statistics), scales, config))
+        images[32:], quantize_network(network, config, method, statistics, short="pad"), scales, config))
         for method in ("plain", "oa")}
     assert result["oa"] > result["plain"] + 3, result
 
