@@ -1,21 +1,59 @@
 """The ``strum`` command line: parse, call the packages, print.
 
-Every verb is a function ``_verb(args) -> int``; errors a user can fix (bad parameters,
-bad files) are ``ValueError``/``OSError`` and end the program with one line on stderr
-and exit code 2.
+Every verb is a function ``_verb(args) -> int``. :func:`main` is the one place that
+turns what can go wrong into what the user sees (``strum VERB: error: ...``, one line):
+errors a user can fix (bad parameters, bad or damaged files, unwritable outputs) exit 2,
+a failed check (a co-simulation mismatch) or a failed tool exits 1, Ctrl-C exits 130
+saying what was interrupted, and no traceback is shown unless ``STRUM_DEBUG=1``.
+Output options are declared with :func:`strum.outputs.add_output`: they are checked
+before the verb starts and written only when it succeeds (see :mod:`strum.outputs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
+try:
+    from strum.outputs import add_output, final_path
+    from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
+except KeyboardInterrupt:           # Ctrl-C while Python is still importing: no traceback
+    sys.stderr.write("strum: interrupted while starting; nothing was written\n")
+    raise SystemExit(130) from None
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+#: ``simulate pe --vectors`` limit: the blocks are drawn at once (about 1 kB each).
+MAX_PE_VECTORS = 2_000_000
+#: Largest DPU side: a 256 x 256 array already takes hours to convert.
+MAX_ARRAY_SIDE = 256
+
+
+def _bounded(kind=int, low=None, high=None, name="an integer"):
+    """An argparse ``type`` that refuses values outside [low, high] (or non-finite)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {name}, not {text!r}") from None
+        if kind is float and not (value == value and abs(value) != float("inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, not {text}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+_positive = _bounded(int, 1, name="a positive integer")
+_natural = _bounded(int, 0, name="a non-negative integer")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,13 +98,14 @@ def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) 
     group = parser.add_argument_group("hardware")
     group.add_argument("--variant", choices=("static", "dynamic"), default=None,
                        help="StruM PE variant (default: static; scheme int8 builds the int8 PE)")
-    group.add_argument("--adder-stages", type=int, default=1, metavar="N",
+    group.add_argument("--adder-stages", type=_natural, default=1, metavar="N",
                        help="pipeline registers in the adder tree (default: 1)")
     group.add_argument("--routing", choices=ROUTINGS, default=None,
                        help="activation routing of the static PE (default: the PE's)")
     if array:
-        group.add_argument("--rows", type=int, default=4, metavar="R", help="array rows (default: 4)")
-        group.add_argument("--cols", type=int, default=4, metavar="C", help="array columns (default: 4)")
+        side = _bounded(int, 1, MAX_ARRAY_SIDE, name="a positive integer")
+        group.add_argument("--rows", type=side, default=4, metavar="R", help="array rows (default: 4)")
+        group.add_argument("--cols", type=side, default=4, metavar="C", help="array columns (default: 4)")
 
 
 def _hardware(args) -> dict:
@@ -154,7 +193,7 @@ def _generate(args) -> int:
         described.update(rows=args.rows, cols=args.cols)
     paths = write_design(component, args.kind, Path(args.output), described)
     for path in paths.values():
-        print(path)
+        print(Path(final_path(args, "output")) / Path(path).relative_to(args.output))
     return 0
 
 
@@ -203,7 +242,7 @@ def _flow(args) -> int:
 
     config = _config(args)
     summary = flow.run(config, Path(args.output), model=args.model)
-    _print_flow(summary, Path(args.output))
+    _print_flow(summary, Path(final_path(args, "output")))
     return 1 if any(summary["steps"].get(step, {}).get("mismatches") for step in ("pe", "layer")) else 0
 
 
@@ -225,7 +264,11 @@ def _print_flow(summary, out_dir: Path) -> None:
             what = (f"{row['vectors']} blocks" if step == "pe"
                     else f"{row['layer']} on {row['array']}, {row['macs']} MACs, {row['input']} input")
             print(f"  {step:9s} {what}: {row['mismatches']} mismatches in {row['cycles']} cycles")
-    for flow_name, metrics in steps.get("area", {}).items():
+    area = steps.get("area", {})
+    if "skipped" in area:               # a scheme without a PE skips the whole step
+        print(f"  area      skipped: {area['skipped']}")
+        area = {}
+    for flow_name, metrics in area.items():
         if "skipped" in metrics:
             print(f"  area      {flow_name}: skipped: {metrics['skipped']}")
             continue
@@ -263,9 +306,11 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--liberty", default=None, metavar="FILE",
                        help="Liberty library of the asic flow (default: OSU 0.18 um from the "
                             "Debian package qflow-tech-osu018)")
-    group.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+    group.add_argument("--seeds", type=_bounded(int, 1, 100, name="a positive integer"),
+                       default=DEFAULT_SEEDS, metavar="N",
                        help=f"nextpnr seeds of the FPGA flows (default: {DEFAULT_SEEDS})")
-    group.add_argument("--target-mhz", type=float, default=DEFAULT_TARGET_MHZ, metavar="F",
+    group.add_argument("--target-mhz", type=_bounded(float, 1e-3, 1e4, name="a number"),
+                       default=DEFAULT_TARGET_MHZ, metavar="F",
                        help=f"nextpnr target clock (default: {DEFAULT_TARGET_MHZ})")
     group.add_argument("--flatten", action="store_true",
                        help="optimise across the hierarchy (no breakdown by part)")
@@ -307,9 +352,8 @@ def _synth(args) -> int:
             print(text, end="")
             return 0
         report = synthesize(design, args.flow, **_synth_options(args))
-    except SynthError as error:
-        print(f"strum synth: error: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, ToolMissing) else 1
+    except SynthError:
+        raise                           # main() reports it: exit 2 for bad input, 1 if a tool failed
     if args.report:
         _write_json(args.report, report)
     print(breakdown_markdown(report), end="")
@@ -328,8 +372,10 @@ def _comma_list(text, convert=str):
 
 def _array_size(text: str) -> tuple[int, int]:
     rows, _, cols = text.lower().partition("x")
-    if not (rows.isdigit() and cols.isdigit()):
-        raise ValueError(f"array size must be RxC like 4x4, not {text!r}")
+    if not (rows.isdigit() and cols.isdigit()) or not (
+            0 < int(rows) <= MAX_ARRAY_SIDE and 0 < int(cols) <= MAX_ARRAY_SIDE):
+        raise ValueError(f"--array: an array size must be RxC with 1 <= R, C <= "
+                         f"{MAX_ARRAY_SIDE}, like 4x4, not {text!r}")
     return int(rows), int(cols)
 
 
@@ -343,10 +389,11 @@ def _sweep(args) -> int:
         variants=_comma_list(args.variant), routings=_comma_list(args.routing),
         arrays=[_array_size(a) for a in _comma_list(args.array)], rounding=args.rounding,
         acc_width=args.acc_width, adder_stages=args.adder_stages)
+    if not designs:
+        raise ValueError(f"the sweep's grid holds no valid design"
+                         f"{f' (first: {skipped[0]})' if skipped else ''}")
     for note in skipped:
         print(f"skipped {note}", file=sys.stderr)
-    if not designs:
-        raise ValueError("the sweep's grid holds no valid design")
     layers = None if args.model == "none" else model_layers(args.model)
     client = executor = None
     try:
@@ -358,9 +405,8 @@ def _sweep(args) -> int:
         result = run_sweep(designs, args.flow, layers=layers, executor=executor,
                            workers=args.workers, progress=not args.no_progress,
                            **_synth_options(args))
-    except SynthError as error:
-        print(f"strum sweep: error: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, ToolMissing) else 1
+    except SynthError:
+        raise                           # main() reports it: exit 2 for bad input, 1 if a tool failed
     finally:
         if client is not None:
             cluster = client.cluster
@@ -380,22 +426,26 @@ def _sweep(args) -> int:
 # -- parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from strum import __version__
+
     parser = _Parser(
         prog="strum", description="StruM structured mixed-precision: quantizer, hardware, "
                                   "co-simulation and synthesis")
+    parser.add_argument("--version", action="version", version=f"strum {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
 
     flow = verbs.add_parser("flow", help="run the whole pipeline on a model (default: the "
                                          "embedded digits CNN)")
     flow.add_argument("--model", default=None, help="ONNX model (default: embedded digits CNN)")
-    flow.add_argument("-o", "--output", default="strum-flow", help="output folder (default: strum-flow)")
+    add_output(flow, "-o", "--output", kind="folder", default="strum-flow",
+               help="output folder (default: strum-flow)")
     _add_config_options(flow)
     flow.set_defaults(run=_flow)
 
     quantize = verbs.add_parser("quantize", help="quantize a model's weights")
     quantize.add_argument("input", help="ONNX model, .npy tensor or .npz of tensors")
-    quantize.add_argument("-o", "--output", required=True, help="OUT.npz")
-    quantize.add_argument("--report", help="REPORT.json")
+    add_output(quantize, "-o", "--output", required=True, help="OUT.npz")
+    add_output(quantize, "--report", help="REPORT.json")
     _add_config_options(quantize)
     quantize.set_defaults(run=_quantize)
 
@@ -409,30 +459,32 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, text in (("pe", "one processing element"), ("dpu", "an R x C array of PEs")):
         sub = kinds.add_parser(kind, help=text)
         _add_hardware_options(sub, array=kind == "dpu")
-        sub.add_argument("-o", "--output", required=True, metavar="DIR",
-                         help=f"writes DIR/strum_{kind}.v, DIR/interface.json, DIR/config.json")
+        add_output(sub, "-o", "--output", kind="folder", required=True, metavar="DIR",
+                   help=f"writes DIR/strum_{kind}.v, DIR/interface.json, DIR/config.json")
         sub.set_defaults(run=_generate)
 
     simulate = verbs.add_parser("simulate", help="co-simulate the RTL against the golden model")
     kinds = simulate.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
     pe = kinds.add_parser("pe", help="random blocks through one PE")
     _add_hardware_options(pe)
-    pe.add_argument("--vectors", type=int, default=10000, metavar="N", help="blocks (default: 10000)")
+    pe.add_argument("--vectors", type=_bounded(int, 1, MAX_PE_VECTORS, name="a positive integer"),
+                    default=10000, metavar="N",
+                    help=f"blocks (default: 10000, at most {MAX_PE_VECTORS:,})")
     layer = kinds.add_parser("layer", help="whole layers of an ONNX model through a DPU")
     layer.add_argument("model", help="ONNX model")
     layer.add_argument("--layer", required=True, metavar="NAME", help="a layer name, or all")
     layer.add_argument("--data", default=None,
                        help="real inputs: digits, mnist or an .npz of images (default: random int8)")
-    layer.add_argument("--batch", type=int, default=1, metavar="N",
+    layer.add_argument("--batch", type=_positive, default=1, metavar="N",
                        help="images (or random inputs) per layer (default: 1)")
     _add_hardware_options(layer, array=True)
     for sub in (pe, layer):
         sub.add_argument("--backend", choices=("amaranth", "verilator"), default="verilator")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--seed", type=_natural, default=0)
         sub.add_argument("--backpressure", action="store_true",
                          help="random valid gaps and ready drops on both streams, from the seed")
-        sub.add_argument("--vcd", default=None, metavar="FILE", help="write a waveform")
-        sub.add_argument("--report", default=None, metavar="R.json")
+        add_output(sub, "--vcd", default=None, metavar="FILE", help="write a waveform")
+        add_output(sub, "--report", default=None, metavar="R.json")
         sub.set_defaults(run=_simulate)
 
     from strum.quant.evaluate import DEFAULT_SCHEMES
@@ -445,13 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--schemes", nargs="+", default=list(DEFAULT_SCHEMES), metavar="SPEC",
                           help="scheme specs like int8, 2:4, dliq:h8, mip2q:h4:g4 "
                                f"(default: {' '.join(DEFAULT_SCHEMES)})")
-    evaluate.add_argument("--report", help="R.json")
-    evaluate.add_argument("--plot", help="P.png: top-1 and output SQNR against bits per weight")
+    add_output(evaluate, "--report", help="R.json")
+    add_output(evaluate, "--plot", help="P.png: top-1 and output SQNR against bits per weight")
     evaluate.add_argument("--rounding", default="haz", choices=ROUNDINGS,
                           help="weight and activation rounding (default: haz)")
     evaluate.add_argument("--acc-width", type=int, default=32, metavar="W",
                           help="accumulator width in bits (default: 32)")
-    evaluate.add_argument("--percentile", type=float, default=None, metavar="P",
+    evaluate.add_argument("--percentile", type=_bounded(float, 0.0, 100.0, name="a number"),
+                          default=None, metavar="P",
                           help="calibrate activations to this percentile of |x| (default: max)")
     evaluate.add_argument("--no-weights-only", action="store_true",
                           help="skip the weights-only onnxruntime runs")
@@ -465,17 +518,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub = kinds.add_parser(kind, help=text)
         _add_hardware_options(sub, array=kind == "dpu")
         _add_synth_options(sub)
-        sub.add_argument("--report", default=None, metavar="R.json", help="the full report")
+        add_output(sub, "--report", default=None, metavar="R.json", help="the full report")
         if kind != "compare":
             from strum.synth.boards import BOARDS
             sub.add_argument("--board", choices=sorted(BOARDS), default=None,
                              help="instead of a flow: build for this board, through to a bitstream")
-            sub.add_argument("-o", "--output", default="strum-board", metavar="DIR",
-                             help="the board build's folder (default: strum-board)")
+            add_output(sub, "-o", "--output", kind="folder", default="strum-board", metavar="DIR",
+                       help="the board build's folder (default: strum-board)")
         if kind == "compare":
             sub.add_argument("--format", choices=("markdown", "json", "csv"), default="markdown")
-            sub.add_argument("-o", "--output", default=None, metavar="FILE",
-                             help="also write the table here")
+            add_output(sub, "-o", "--output", default=None, metavar="FILE",
+                       help="also write the table here")
         sub.set_defaults(run=_synth)
 
     sweep = verbs.add_parser("sweep", help="synthesize a grid of designs beside their int8 PEs: "
@@ -491,14 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="1x1 is a PE, larger a DPU (default: 1x1)")
     grid.add_argument("--rounding", default="haz", choices=ROUNDINGS)
     grid.add_argument("--acc-width", type=int, default=32, metavar="W")
-    grid.add_argument("--adder-stages", type=int, default=1, metavar="N")
+    grid.add_argument("--adder-stages", type=_natural, default=1, metavar="N")
     _add_synth_options(sweep)
     sweep.add_argument("--model", default="mnist",
                        help="weight SQNR on: mnist, digits, silero, a model file, or none "
                             "(default: mnist)")
-    sweep.add_argument("--csv", required=True, metavar="OUT.csv")
-    sweep.add_argument("--plot", default=None, metavar="OUT.png", help="area / accuracy front")
-    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+    add_output(sweep, "--csv", required=True, metavar="OUT.csv")
+    add_output(sweep, "--plot", default=None, metavar="OUT.png", help="area / accuracy front")
+    sweep.add_argument("--workers", type=_positive, default=None, metavar="N",
                        help="parallel syntheses (default: CPU count)")
     sweep.add_argument("--dask", default=None, metavar="ADDRESS",
                        help="run on a Dask scheduler at ADDRESS, or 'local' for a local cluster")
@@ -507,16 +560,127 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, OSError) as error:
-        print(f"strum {args.verb}: error: {error}", file=sys.stderr)
+# -- the error layer ------------------------------------------------------------------
+
+#: Parameter names that library errors use, and the option (dest) the user set them with.
+_PARAMETER_OPTIONS = {
+    "block_size": "block", "high_lanes": "high", "group_size": "group", "rounding": "rounding",
+    "acc_width": "acc_width", "max_reduction_length": "max_reduction", "rows": "rows",
+    "cols": "cols", "seeds": "seeds", "target_mhz": "target_mhz", "adder_stages": "adder_stages",
+    "variant": "variant", "routing": "routing", "vectors": "vectors", "n": "vectors",
+    "batch": "batch", "seed": "seed", "percentile": "percentile", "workers": "workers",
+}
+
+
+def _chosen_parsers(parser, args):
+    """The parser and the subparsers of the verb that was parsed, outermost first."""
+    chain = [parser]
+    while True:
+        subs = [action for action in chain[-1]._actions
+                if isinstance(action, argparse._SubParsersAction)]
+        if not subs:
+            return chain
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen not in subs[0].choices:
+            return chain
+        chain.append(subs[0].choices[chosen])
+
+
+def _typed_options(parser, args, argv) -> dict[str, str]:
+    """``{dest: option string}``, as typed on the command line (else the long form)."""
+    typed = {}
+    for sub in _chosen_parsers(parser, args):
+        for action in sub._actions:
+            if not action.option_strings:
+                continue
+            typed.setdefault(action.dest, max(action.option_strings, key=len))
+            for token in argv:
+                name = token.split("=", 1)[0]
+                if name in action.option_strings or (
+                        name.startswith("--") and len(name) > 2 and any(
+                            option.startswith(name) for option in action.option_strings
+                            if option.startswith("--"))):
+                    typed[action.dest] = name
+                    break
+    return typed
+
+
+def _one_line(error: BaseException, typed: dict, args) -> str:
+    """The error's message on one line, led by the option it is about when it names one."""
+    from strum.synth.tools import SynthError
+
+    message = str(error).strip()
+    if isinstance(error, SynthError) and not isinstance(error, ValueError):
+        message = message.split("\n", 1)[0]       # a tool's log tail stays in its log file
+    text = " ".join(message.split()) or type(error).__name__
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
+        text = f"{error.filename}: {text}"
+    first = text.split(" ", 1)[0].rstrip(":,")
+    dest = _PARAMETER_OPTIONS.get(first)
+    if dest in typed and hasattr(args, dest) and not text.startswith("-"):
+        value = getattr(args, dest)
+        text = f"{typed[dest]}{'' if value is None else f' {value}'}: {text}"
+    return text
+
+
+def _classify(error: BaseException) -> int:
+    """Exit code of an error: 2 for input the user can fix, 1 for a failed tool or check."""
+    from strum.synth.tools import SynthError, ToolMissing
+
+    if isinstance(error, (ValueError, OSError, ToolMissing, MemoryError, RecursionError)):
         return EXIT_USAGE
+    if isinstance(error, SynthError):
+        return EXIT_FAILED
+    return EXIT_FAILED
+
+
+def _label(args) -> str:
+    return f"strum {args.verb}"
+
+
+def main(argv=None) -> int:
+    """Run one ``strum`` command; returns the exit code (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("STRUM_DEBUG", "") not in ("", "0")
+    label = "strum"
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:      # --help, --version, usage errors: argparse printed
+            return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+        label = _label(args)
+        typed = _typed_options(parser, args, argv)
+        from strum.outputs import Staging
+
+        with Staging(args, typed=lambda dest: typed.get(dest, dest)):
+            return args.run(args)
     except KeyboardInterrupt:
-        return 130
+        if debug:
+            import traceback
+            traceback.print_exc()
+        from strum.quant import progress
+        doing = progress.current()
+        print(f"{label}: interrupted{f' while {doing}' if doing else ''}; nothing was written",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:          # noqa: BLE001: the one place errors become exit codes
+        if debug:
+            import traceback
+            traceback.print_exc()
+        code = _classify(error)
+        internal = code == EXIT_FAILED and not _is_tool_failure(error)
+        text = _one_line(error, typed if "typed" in locals() else {}, locals().get("args"))
+        if internal:
+            text = (f"internal error: {type(error).__name__}: {text} "
+                    f"(STRUM_DEBUG=1 shows where; please report it)")
+        print(f"{label}: error: {text}", file=sys.stderr)
+        return code
+
+
+def _is_tool_failure(error) -> bool:
+    from strum.synth.tools import SynthError
+    return isinstance(error, SynthError)
 
 
 if __name__ == "__main__":

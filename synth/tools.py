@@ -21,12 +21,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["SynthError", "ToolMissing", "Tool", "TOOLS", "require", "tool_versions", "run_tool",
+__all__ = ["SynthError", "SynthInputError", "ToolMissing", "Tool", "TOOLS", "require", "tool_versions", "run_tool",
            "cache_dir"]
 
 
 class SynthError(RuntimeError):
     """A synthesis step failed or cannot start; the message says what to do."""
+
+
+class SynthInputError(SynthError, ValueError):
+    """A bad synthesis parameter or input file (the user's to fix, exit code 2)."""
 
 
 class ToolMissing(SynthError):
