@@ -212,30 +212,43 @@ def _load_npy(path: Path) -> list[Layer]:
     if not magic.startswith(_NPY_MAGIC):
         raise InputError(f"{path}: not a valid .npy file (no NumPy header)")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = _read_npy(path)
     except (ValueError, OSError, EOFError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"{path}: not a valid .npy file ({error})") from None
     return [_tensor_layer(path, path.stem, array)]
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    """np.load of an .npy file, after checking its header's size against the file's."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise InputError(f"{path}: unsupported .npy format version {version}")
+        shape, _, dtype = reader(f, max_header_size=10_000)
+        claimed = math.prod(shape) * dtype.itemsize
+        left = path.stat().st_size - f.tell()
+        if dtype.hasobject:
+            raise InputError(f"{path}: holds Python objects (pickled data), which strum does not load")
+        if claimed > left:
+            raise InputError(f"{path}: header claims {claimed:,} bytes of data for shape "
+                             f"{shape}, but the file holds only {left:,}: truncated or damaged")
+    return np.load(path, allow_pickle=False)
+
+
 def _load_npz(path: Path) -> list[Layer]:
-    import zipfile
+    from .npz import read_npz
 
     magic = _read_magic(path)
     if magic.startswith(_NPY_MAGIC):
         raise InputError(f"{path}: is an .npy file, not an .npz archive")
     if not magic.startswith(_ZIP_MAGICS):
         raise InputError(f"{path}: not a valid .npz archive (no zip header)")
-    layers = []
-    try:
-        # Our own handle: np.load leaks the file when the zip directory is corrupt.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
-            for key in archive.files:
-                layers.append(_tensor_layer(path, key, archive[key]))
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(f"{path}: not a valid .npz archive ({error})") from None
+    # Sizes are checked before reading: a crafted header cannot make us allocate.
+    layers = [_tensor_layer(path, key, array) for key, array in read_npz(path).items()]
     if not layers:
         raise InputError(f"{path}: the archive holds no arrays, nothing to quantize")
     return layers
@@ -247,6 +260,9 @@ def _load_onnx(path: Path) -> list[Layer]:
     import onnx
     from google.protobuf.message import DecodeError
 
+    if path.stat().st_size >= 2 << 30:     # protobuf's own limit; beyond it onnx.load fails late
+        raise InputError(f"{path}: {path.stat().st_size:,} bytes, larger than the 2 GiB an ONNX "
+                         f"model file can hold (keep large weights as external data)")
     try:
         model = onnx.load(str(path))
     except DecodeError:
@@ -261,7 +277,14 @@ def _load_onnx(path: Path) -> list[Layer]:
         raise InputError(f"{path}: not a valid ONNX model (no IR version or no graph)")
 
     reader = _OnnxReader(path, model)
-    reader.walk(model.graph, ChainMap(), "")
+    try:
+        reader.walk(model.graph, ChainMap(), "")
+    except InputError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError,
+            OverflowError, MemoryError) as error:   # a damaged graph that protobuf accepted
+        raise InputError(f"{path}: malformed ONNX model ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]})") from None
     if not reader.found:
         ops = sorted(reader.op_types - {"Constant"})
         seen = f" (operators present: {', '.join(ops[:12])}{', ...' if len(ops) > 12 else ''})" \

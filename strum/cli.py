@@ -153,26 +153,45 @@ def _print_layers(data) -> None:
 def _inspect(args) -> int:
     import numpy as np
 
-    from strum.quant.image import image_to_weights
+    from strum.quant.errors import InputError
+    from strum.quant.image import ImageError, image_to_weights
+    from strum.quant.npz import MAX_NPZ_BYTES, read_npz
 
     path = Path(args.file)
-    if path.suffix == ".npz":
-        with np.load(path) as archive:
-            names = sorted(key[:-len("/packed")] for key in archive.files if key.endswith("/packed"))
-            if not names:
-                raise ValueError(f"{path}: holds no NAME/packed memory image")
-            for name in names:
-                config, w_int, mask = image_to_weights(archive[f"{name}/packed"])
-                if f"{name}/w_int" in archive.files and not (
-                        np.array_equal(w_int, archive[f"{name}/w_int"])
-                        and np.array_equal(mask, archive[f"{name}/mask"])):
-                    raise ValueError(f"{path}: the memory image of {name} does not decode to its w_int/mask")
-                print(f"{name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
-                      f"G={config.group_size} shape={'x'.join(map(str, w_int.shape))} ok")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (expected an image file or an .npz)")
+    if path.stat().st_size > MAX_NPZ_BYTES:
+        raise InputError(f"{path}: {path.stat().st_size:,} bytes, more than the "
+                         f"{MAX_NPZ_BYTES:,} strum reads")
+
+    def check(name, image, w_int=None, mask=None):
+        try:
+            config, decoded, decoded_mask = image_to_weights(image)
+        except ImageError as error:
+            raise InputError(f"{path}: {name}: {error}") from None
+        if w_int is not None and not (np.array_equal(decoded, w_int) and mask is not None
+                                      and np.array_equal(decoded_mask, mask)):
+            raise InputError(f"{path}: the memory image of {name} does not decode to its w_int/mask")
+        print(f"{name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
+              f"G={config.group_size} shape={'x'.join(map(str, decoded.shape))} ok")
+
+    with open(path, "rb") as stream:
+        zipped = stream.read(4).startswith((b"PK\x03\x04", b"PK\x05\x06"))
+    if path.suffix == ".npz" or zipped:
+        archive = read_npz(path)
+        names = sorted(key[:-len("/packed")] for key in archive if key.endswith("/packed"))
+        if not names:
+            raise InputError(f"{path}: holds no NAME/packed memory image")
+        for name in names:
+            check(f"layer {name}", archive[f"{name}/packed"], archive.get(f"{name}/w_int"),
+                  archive.get(f"{name}/mask"))
     else:
-        config, w_int, mask = image_to_weights(path.read_bytes())
-        print(f"{path.name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
-              f"G={config.group_size} shape={'x'.join(map(str, w_int.shape))} ok")
+        try:
+            check(path.name, path.read_bytes())
+        except InputError as error:     # the file is the layer: say it once
+            raise InputError(str(error).replace(f"{path}: {path.name}: ", f"{path}: ")) from None
     return 0
 
 
