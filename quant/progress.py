@@ -19,9 +19,10 @@ import os
 import sys
 import time
 
-__all__ = ["phase", "bar", "current", "interactive", "to_stderr", "enabled"]
+__all__ = ["phase", "bar", "current", "reset", "interactive", "to_stderr", "enabled"]
 
 _stack: list[str] = []
+_interrupted: list[str] = []        # the innermost phase a KeyboardInterrupt left
 _stream_name = "stdout"
 #: A phase shorter than this does not print its time on a terminal.
 _QUIET_SECONDS = 2.0
@@ -70,6 +71,10 @@ def phase(what: str, *, cached: bool = False):
     start = time.perf_counter()
     try:
         yield
+    except KeyboardInterrupt:
+        if not _interrupted:
+            _interrupted.append(what)
+        raise
     finally:
         _stack.pop()
     seconds = time.perf_counter() - start
@@ -78,8 +83,13 @@ def phase(what: str, *, cached: bool = False):
 
 
 def current() -> str | None:
-    """The innermost phase running now, or None."""
-    return _stack[-1] if _stack else None
+    """The innermost phase running now (or the one Ctrl-C interrupted last), or None."""
+    return _stack[-1] if _stack else (_interrupted[-1] if _interrupted else None)
+
+
+def reset() -> None:
+    """Forget an earlier interruption (one command line run per call)."""
+    _interrupted.clear()
 
 
 def bar(iterable=None, **options):

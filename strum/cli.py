@@ -350,6 +350,11 @@ def _synth(args) -> int:
     from strum.synth.tools import SynthError, ToolMissing
     from strum.quant.files import write_text
 
+    if getattr(args, "format", "markdown") != "markdown" and not getattr(args, "_data_stdout", False):
+        from strum.quant.progress import to_stderr
+        args._data_stdout = True        # stdout carries the JSON/CSV table: progress to stderr
+        with to_stderr():
+            return _synth(args)
     options = _hardware(args)
     design = Design(kind="dpu" if args.kind == "dpu" else "pe", config=options["config"],
                     variant=args.variant, adder_stages=args.adder_stages, routing=args.routing,
@@ -659,10 +664,25 @@ def _label(args) -> str:
 
 def main(argv=None) -> int:
     """Run one ``strum`` command; returns the exit code (see the module docstring)."""
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    code = _run(argv)
+    if code != 0:
+        _quiet_exit()
+        if program and "amaranth._unused" in sys.modules:
+            # Components still referenced at interpreter exit warn then: silence them too.
+            sys.modules["amaranth._unused"].MustUse._MustUse__silence = True
+    return code
+
+
+def _run(argv) -> int:
     debug = os.environ.get("STRUM_DEBUG", "") not in ("", "0")
-    label = "strum"
+    label, typed, args = "strum", {}, None
+    if argv and not argv[0].startswith("-"):
+        label = f"strum {argv[0]}"
     try:
+        from strum.quant import progress
+        progress.reset()
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -688,9 +708,8 @@ def main(argv=None) -> int:
             import traceback
             traceback.print_exc()
         code = _classify(error)
-        internal = code == EXIT_FAILED and not _is_tool_failure(error)
-        text = _one_line(error, typed if "typed" in locals() else {}, locals().get("args"))
-        if internal:
+        text = _one_line(error, typed, args)
+        if code == EXIT_FAILED and not _is_tool_failure(error):
             text = (f"internal error: {type(error).__name__}: {text} "
                     f"(STRUM_DEBUG=1 shows where; please report it)")
         print(f"{label}: error: {text}", file=sys.stderr)
@@ -698,8 +717,23 @@ def main(argv=None) -> int:
 
 
 def _is_tool_failure(error) -> bool:
+    from strum.sim.verilator_backend import VerilatorError
     from strum.synth.tools import SynthError
-    return isinstance(error, SynthError)
+    return isinstance(error, (SynthError, VerilatorError))
+
+
+def _quiet_exit() -> None:
+    """After a failure or Ctrl-C: drop the half-built Amaranth components without their
+    thousands of "created but never used" warnings, as Amaranth's own excepthook does."""
+    import gc
+    import warnings
+
+    unused = sys.modules.get("amaranth._unused")
+    if unused is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", unused.UnusedMustUse)
+        gc.collect()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from strum.quant.config import StrumConfig
 from strum.quant.model import quantize_layers, report, save_npz, write_report
 from strum.quant.onnx_io import load_layers
+from strum.quant.progress import phase
 
 BASELINES = ("int8", "int4")
 
@@ -42,9 +43,9 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
     if unknown:
         raise ValueError(f"steps must be among {', '.join(STEPS)}, not {', '.join(unknown)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = Path(model) if model else default_model()
-    layers = load_layers(model)
+    layers = load_layers(model)          # a bad model is refused before the folder exists
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"model": model.name, "config": config.to_dict(), "steps": {}}
 
     start = time.perf_counter()
@@ -65,13 +66,17 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
         } for scheme, data in schemes.items()
     }
     if "accuracy" in steps:
-        summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
+        with phase("flow: accuracy with integer inference"):
+            summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
     if "pe" in steps:
-        summary["steps"]["pe"] = _pe(config, out_dir)
+        with phase(f"flow: the PE's Verilog and {FLOW_PE_BLOCKS:,} blocks of co-simulation"):
+            summary["steps"]["pe"] = _pe(config, out_dir)
     if "layer" in steps:
-        summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
+        with phase(f"flow: the largest layer on a {FLOW_ARRAY[0]}x{FLOW_ARRAY[1]} DPU"):
+            summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
     if "area" in steps:
-        summary["steps"]["area"] = _area(config, out_dir)
+        with phase("flow: area of the PE beside the int8 PE"):
+            summary["steps"]["area"] = _area(config, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
 

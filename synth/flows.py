@@ -264,12 +264,16 @@ def run_plan(the_plan: FlowPlan, *, cache: bool = True, jobs: int | None = None)
         if report is not None and report.get("cache_key") == key:
             report["cached"] = True
             return report
+    from strum.quant.progress import phase
+
     start = time.perf_counter()
     work_root = cache_dir() / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=work_root))
     try:
-        report = _run(the_plan, work, jobs)
+        with phase(f"synthesizing {the_plan.design.name} ({the_plan.flow} flow; a first run "
+                   f"also compiles the tools)"):
+            report = _run(the_plan, work, jobs)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
