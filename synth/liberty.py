@@ -79,7 +79,11 @@ def read_liberty(path) -> Liberty:
     text = _COMMENT.sub(" ", data.decode("latin-1"))
     areas, sequential = {}, set()
     for match in _CELL.finditer(text):
-        body = text[match.end():_group_end(text, match.end())]
+        try:
+            end = _group_end(text, match.end())
+        except SynthInputError as error:
+            raise SynthInputError(f"liberty file {str(path)!r}: {error}") from None
+        body = text[match.end():end]
         area = _AREA.search(body)
         if area is None:
             continue
@@ -99,4 +103,4 @@ def _group_end(text: str, start: int) -> int:
         depth += 1 if match.group() == "{" else -1
         if depth == 0:
             return match.start()
-    raise SynthInputError("liberty file has an unclosed group")
+    raise SynthInputError("unclosed group: not a Liberty file, or a truncated one")
