@@ -359,7 +359,7 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
         if x is None:
             x = random_input(input_shape(candidate, batch), seed + index)
         job = prepare_layer(candidate, config, x)
-        with phase(f"layer {index + 1}/{len(chosen)} {candidate.name} ({job.macs:,} MACs) on {backend}"):
+        with phase(f"co-simulating layer {index + 1}/{len(chosen)} {candidate.name} ({job.macs:,} MACs) on {backend}"):
             reports.append(simulate_layer(job, **{k: v for k, v in hardware.items() if k != "config"},
                                           backend=backend, seed=seed if backpressure else None,
                                           progress=progress, vcd=vcd))

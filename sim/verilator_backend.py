@@ -674,12 +674,12 @@ class VerilatorStreamModel:
         info_path = final / "build.json"
         from strum.quant.progress import phase
 
-        what = f"Verilator build of {self._top}{' with tracing' if trace else ''}"
+        what = f"{self._top} with Verilator{' (tracing)' if trace else ''}"
         if (final / "libharness.so").exists() and info_path.exists():
-            with phase(what, cached=True):
+            with phase(f"loading {what}", cached=True):
                 return final, True, json.loads(info_path.read_text())
         self._cache.mkdir(parents=True, exist_ok=True)
-        with phase(f"{what} (a DPU takes minutes)"):
+        with phase(f"building {what} (a DPU takes minutes)"):
             started = time.perf_counter()
             runtime = _runtime(tools, self._cache, self._jobs)
             staging = Path(tempfile.mkdtemp(prefix=f".{self._top}-", dir=self._cache))

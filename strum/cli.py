@@ -363,6 +363,9 @@ def _synth(args) -> int:
         if getattr(args, "board", None):
             from strum.synth.boards import build_board
             summary = build_board(design, args.board, Path(args.output), seed=args.seeds)
+            # Built in a staging folder (strum.outputs): record the path it will have.
+            summary["bitstream"] = str(Path(final_path(args, "output")) / Path(summary["bitstream"]).name)
+            write_text(Path(args.output) / "board.json", json.dumps(summary, indent=1) + "\n")
             print(json.dumps({key: summary[key] for key in ("board", "device", "bitstream",
                                                              "fmax_mhz", "utilization")}, indent=1))
             return 0

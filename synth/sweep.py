@@ -168,7 +168,7 @@ def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, w
         executor = concurrent.futures.ProcessPoolExecutor(max_workers=workers,
                                                           initializer=_quiet_worker)
     try:
-        with phase(f"sweep: {len(tasks)} syntheses ({flow} flow)"):
+        with phase(f"running the sweep's {len(tasks)} syntheses ({flow} flow)"):
             futures = {executor.submit(_synth_task, design, flow, options): design for design in tasks}
             reports = {}
             with tqdm(total=len(futures), desc=f"strum sweep ({flow})", unit="design",
