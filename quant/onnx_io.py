@@ -32,6 +32,9 @@ __all__ = ["InputError", "Layer", "LAYER_OPS", "load_layers", "find_layer"]
 
 #: ONNX operators whose constant weight is quantized.
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
+#: Operators that carry weights the quantizer does not handle: listed, never skipped silently.
+UNHANDLED_WEIGHT_OPS = ("ConvTranspose", "LSTM", "GRU", "RNN", "Einsum", "DeformConv",
+                        "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")
 
 _SUFFIXES = (".onnx", ".npy", ".npz")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -87,13 +90,17 @@ class Layer:
         return tuple(self.weight.shape)
 
 
-def load_layers(path) -> list[Layer]:
+def load_layers(path, skipped: list | None = None) -> list[Layer]:
     """Read every quantizable weight tensor of an ``.onnx``, ``.npy`` or ``.npz`` file.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file; its extension (case-insensitive) selects the reader.
+    skipped : list, optional
+        Receives one dict per ONNX node that holds a constant weight (2 or more axes)
+        but is not quantized: ``{"name", "op", "shape", "graph_path"}`` (ConvTranspose,
+        LSTM, an embedding table, ...), so that a caller can say so.
 
     Returns
     -------
@@ -114,7 +121,7 @@ def load_layers(path) -> list[Layer]:
         raise InputError(f"{path}: not a regular file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _load_onnx(path)
+        return _load_onnx(path, skipped)
     if suffix == ".npy":
         return _load_npy(path)
     if suffix == ".npz":
@@ -256,7 +263,7 @@ def _load_npz(path: Path) -> list[Layer]:
 
 # --- ONNX models -----------------------------------------------------------------------
 
-def _load_onnx(path: Path) -> list[Layer]:
+def _load_onnx(path: Path, skipped: list | None = None) -> list[Layer]:
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -291,6 +298,8 @@ def _load_onnx(path: Path) -> list[Layer]:
             if ops else " (the graph has no nodes)"
         raise InputError(f"{path}: no Conv, Gemm or MatMul with a constant weight, "
                          f"nothing to quantize{seen}")
+    if skipped is not None:
+        skipped.extend(reader.skipped)
     names = _unique_names([layer.name for layer in reader.found])
     return [layer if layer.name == name else _renamed(layer, name)
             for layer, name in zip(reader.found, names)]
@@ -333,6 +342,7 @@ class _OnnxReader:
         self.path = path
         self.model = model
         self.found: list[Layer] = []
+        self.skipped: list[dict] = []
         self.op_types: set[str] = set()
         self._shapes: dict[str, tuple] | None = None
 
@@ -363,6 +373,8 @@ class _OnnxReader:
                 layer = getattr(self, f"_{node.op_type.lower()}")(node, scope, graph_path)
                 if layer is not None:
                     self.found.append(layer)
+            elif node.op_type not in ("Constant", "Identity"):
+                self._note_unhandled(node, index, scope, graph_path)
             label = node.name or f"{node.op_type}_{index}"
             for attr in node.attribute:
                 prefix = f"{graph_path}.{label}" if graph_path else label
@@ -371,6 +383,15 @@ class _OnnxReader:
                 elif attr.type == AttributeProto.GRAPHS:
                     for i, sub in enumerate(attr.graphs):
                         self.walk(sub, scope, f"{prefix}.{attr.name}[{i}]")
+
+    def _note_unhandled(self, node, index: int, scope: ChainMap, graph_path: str) -> None:
+        """Record a node with a constant weight (>= 2 axes) that is not quantized."""
+        shapes = [_constant_dims(scope.get(name)) for name in node.input if name]
+        shapes = [shape for shape in shapes if shape is not None and len(shape) >= 2]
+        if shapes or node.op_type in UNHANDLED_WEIGHT_OPS and len(node.input) > 1:
+            self.skipped.append({"name": node.name or f"{node.op_type}_{index}", "op": node.op_type,
+                                 "shape": list(max(shapes, key=len)) if shapes else None,
+                                 "graph_path": graph_path})
 
     # constant values
 
@@ -538,6 +559,21 @@ class _OnnxReader:
         return Layer(name=node.name or weight_name, op="MatMul", weight=weight,
                      attrs={"weight_operand": operand}, input=data_name,
                      output=node.output[0], graph_path=graph_path)
+
+
+def _constant_dims(source) -> tuple | None:
+    """The shape of a constant value without converting it, or None."""
+    from onnx import NodeProto, SparseTensorProto, TensorProto
+
+    if isinstance(source, NodeProto):
+        tensors = [a.t if a.name == "value" else a.sparse_tensor for a in source.attribute
+                   if a.name in ("value", "sparse_value")]
+        source = tensors[0] if tensors else None
+    if isinstance(source, TensorProto):
+        return tuple(int(d) for d in source.dims)
+    if isinstance(source, SparseTensorProto):
+        return tuple(int(d) for d in source.dims)
+    return None
 
 
 def _source_array(source) -> np.ndarray:

@@ -129,16 +129,21 @@ def _quantize(args) -> int:
     from strum.quant.model import quantize_layers, report, save_npz
     from strum.quant.onnx_io import load_layers
 
+    from strum.quant.model import coverage_warnings
+
     config = _config(args)
-    layers = load_layers(args.input)
+    skipped = []
+    layers = load_layers(args.input, skipped=skipped)
     start = time.perf_counter()
     quantized = quantize_layers(layers, config)
     seconds = time.perf_counter() - start
     save_npz(args.output, quantized)
-    data = report(quantized, config, seconds)
+    data = report(quantized, config, seconds, skipped=skipped)
     if args.report:
         _write_json(args.report, data)
     _print_layers(data)
+    for line in coverage_warnings(data):     # never skipped silently
+        print(f"strum quantize: warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -44,13 +44,15 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
         raise ValueError(f"steps must be among {', '.join(STEPS)}, not {', '.join(unknown)}")
     out_dir = Path(out_dir)
     model = Path(model) if model else default_model()
-    layers = load_layers(model)          # a bad model is refused before the folder exists
+    skipped = []
+    layers = load_layers(model, skipped=skipped)   # a bad model is refused before the folder exists
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"model": model.name, "config": config.to_dict(), "steps": {}}
 
     start = time.perf_counter()
     quantized = quantize_layers(layers, config)
-    data = report(quantized, config, time.perf_counter() - start)
+    data = report(quantized, config, time.perf_counter() - start, skipped=skipped)
+    summary["not_quantized"] = data.get("not_quantized", [])
     save_npz(out_dir / "weights.npz", quantized)
     write_report(out_dir / "quantize.json", data)
     schemes = {config.scheme: data}

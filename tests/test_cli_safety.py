@@ -297,3 +297,51 @@ def test_options_are_named_as_typed():
     args = parser.parse_args(["quantize", "x.npy", "--out", "y.npz", "--bl", "8"])
     typed = cli._typed_options(parser, args, ["quantize", "x.npy", "--out", "y.npz", "--bl", "8"])
     assert typed["output"] == "--out" and typed["block"] == "--bl" and typed["report"] == "--report"
+
+
+# -- what is not quantized is said ------------------------------------------------------------
+
+def test_unhandled_weight_layers_are_listed_in_the_report_and_on_stderr(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=(8, 4, 3, 3)).astype(np.float32), "W"),
+               numpy_helper.from_array(rng.normal(size=(8, 4, 3, 3)).astype(np.float32), "D")]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
+             helper.make_node("ConvTranspose", ["y", "D"], ["z"], name="deconv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], weights)
+    onnx.save(helper.make_model(graph), tmp_path / "ct.onnx")
+    assert main(["quantize", str(tmp_path / "ct.onnx"), "-o", str(tmp_path / "o.npz"),
+                 "--report", str(tmp_path / "r.json")]) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [layer["name"] for layer in data["layers"]] == ["conv"]
+    assert data["not_quantized"] == [{"name": "deconv", "op": "ConvTranspose", "shape": [8, 4, 3, 3],
+                                      "graph_path": ""}]
+    err = capsys.readouterr().err
+    assert "not quantized" in err and "'deconv' (ConvTranspose, 8x4x3x3)" in err
+
+
+def test_degenerate_weights_warn_and_have_a_defined_result(tmp_path, capsys):
+    from strum.quant.config import StrumConfig
+    from strum.quant.quantize import quantize
+
+    weights = np.random.default_rng(0).normal(size=(4, 32))
+    weights[1] = 1e-310                                     # denormal channel
+    weights[2] = 0.0
+    for scheme in ("dliq", "int8", "int4", "int4-g16", "pot", "mip2q"):
+        q = quantize(weights, StrumConfig(scheme=scheme))
+        assert np.isfinite(q.scale).all() and (q.scale > 0).all(), scheme
+        assert (q.w_int[1] == 0).all() and (q.w_int[2] == 0).all()
+        assert any("too small for a float32 scale" in note for note in q.notes)
+    np.save(tmp_path / "denormal.npy", np.full((4, 32), 1e-310))
+    np.save(tmp_path / "zero.npy", np.zeros((4, 32)))
+    for name, note, sqnr in (("denormal", "too small for a float32 scale", 0.0),
+                             ("zero", "all weights are zero", None)):
+        report = tmp_path / f"{name}.json"
+        assert main(["quantize", str(tmp_path / f"{name}.npy"), "-o", str(tmp_path / f"{name}.npz"),
+                     "--report", str(report)]) == 0
+        (layer,) = json.loads(report.read_text())["layers"]
+        assert layer["sqnr_db"] == sqnr and note in layer["notes"][0]
+        assert note in capsys.readouterr().err
