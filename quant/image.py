@@ -48,6 +48,8 @@ MAX_HEADER_BYTES = 1 << 16
 MAX_HEADER_DEPTH = 8
 #: Most tensor axes in a header.
 MAX_AXES = 8
+#: Largest image file read whole (a 1G-weight layer's image is about 0.5 GiB).
+MAX_IMAGE_BYTES = 1 << 30
 _PREAMBLE = struct.Struct("<8sHI")     # magic, version, header length
 _CRC = struct.Struct("<I")
 

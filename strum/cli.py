@@ -159,7 +159,7 @@ def _inspect(args) -> int:
     import numpy as np
 
     from strum.quant.errors import InputError
-    from strum.quant.image import ImageError, image_to_weights
+    from strum.quant.image import MAX_IMAGE_BYTES, ImageError, image_to_weights
     from strum.quant.npz import MAX_NPZ_BYTES, read_npz
 
     path = Path(args.file)
@@ -167,9 +167,12 @@ def _inspect(args) -> int:
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a regular file (expected an image file or an .npz)")
-    if path.stat().st_size > MAX_NPZ_BYTES:
+    with open(path, "rb") as stream:
+        zipped = stream.read(4).startswith((b"PK\x03\x04", b"PK\x05\x06"))
+    limit = MAX_NPZ_BYTES if path.suffix == ".npz" or zipped else MAX_IMAGE_BYTES
+    if path.stat().st_size > limit:
         raise InputError(f"{path}: {path.stat().st_size:,} bytes, more than the "
-                         f"{MAX_NPZ_BYTES:,} strum reads")
+                         f"{limit:,} strum reads")
 
     def check(name, image, w_int=None, mask=None):
         try:
@@ -182,8 +185,6 @@ def _inspect(args) -> int:
         print(f"{name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
               f"G={config.group_size} shape={'x'.join(map(str, decoded.shape))} ok")
 
-    with open(path, "rb") as stream:
-        zipped = stream.read(4).startswith((b"PK\x03\x04", b"PK\x05\x06"))
     if path.suffix == ".npz" or zipped:
         archive = read_npz(path)
         names = sorted(key[:-len("/packed")] for key in archive if key.endswith("/packed"))

@@ -345,3 +345,39 @@ def test_degenerate_weights_warn_and_have_a_defined_result(tmp_path, capsys):
         (layer,) = json.loads(report.read_text())["layers"]
         assert layer["sqnr_db"] == sqnr and note in layer["notes"][0]
         assert note in capsys.readouterr().err
+
+
+# -- progress ------------------------------------------------------------------------------
+
+def test_a_phase_is_one_line_off_a_terminal_and_names_an_interruption(capsys):
+    from strum.quant import progress
+
+    progress.reset()
+    with progress.phase("building something", cached=True):
+        assert progress.current() == "building something"
+    with pytest.raises(KeyboardInterrupt):
+        with progress.phase("outer"), progress.phase("inner work"):
+            raise KeyboardInterrupt
+    assert capsys.readouterr().out == ("strum: building something (cached) ...\n"
+                                       "strum: outer ...\nstrum: inner work ...\n")
+    assert progress.current() == "inner work"       # what main() reports as interrupted
+    progress.reset()
+    assert progress.current() is None
+
+
+def test_a_layer_time_leaves_out_the_model_build(monkeypatch):
+    from strum.quant.config import StrumConfig
+    from strum.sim import layer as sim_layer
+    from strum.sim.verilator_backend import VerilatorStreamModel
+
+    real = VerilatorStreamModel.from_component.__func__
+
+    def slow_build(cls, *args, **kwargs):
+        time.sleep(1.0)
+        return real(cls, *args, **kwargs)
+    monkeypatch.setattr(VerilatorStreamModel, "from_component", classmethod(slow_build))
+    (report,) = sim_layer.simulate_model_layers(
+        default_model_path(), "/conv1/Conv", {"config": StrumConfig(), "rows": 4, "cols": 4},
+        progress=False)
+    assert report["mismatches"] == 0 and report["build_seconds"] >= 1.0
+    assert report["seconds"] < report["build_seconds"]
