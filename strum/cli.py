@@ -648,7 +648,7 @@ def _one_line(error: BaseException, typed: dict, args) -> str:
     text = " ".join(message.split()) or type(error).__name__
     if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
         text = f"{error.filename}: {text}"
-    first = text.split(" ", 1)[0].rstrip(":,")
+    first = text.split(" ", 1)[0].split("=", 1)[0].rstrip(":,")
     dest = _PARAMETER_OPTIONS.get(first)
     if dest in typed and hasattr(args, dest) and not text.startswith("-"):
         value = getattr(args, dest)
