@@ -190,32 +190,43 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         "activation_scales": act_scales,
         "schemes": {},
     }
-    for label, config in configs.items():
-        scheme_start = time.perf_counter()
-        quantized = network.quantize(config)
-        logits = network.run_integer(images, quantized, act_scales, config)
-        layers = [{"name": layer.name,
-                   "sqnr_db": _finite(sqnr_db(layer.weight, quantized[layer.name].dequantize())),
-                   "bits_per_weight": quantized[layer.name].bits_per_weight}
-                  for layer in network.layers]
-        result = {
-            "config": config.to_dict(),
-            "top1": float(np.mean(logits.argmax(axis=-1) == labels)),
-            "top1_agreement": float(np.mean(logits.argmax(axis=-1) == predicted)),
-            "output_sqnr_db": _finite(sqnr_db(reference, logits)),
-            "weights_only_top1": None,
-            "bits_per_weight": _weighted([l["bits_per_weight"] for l in layers], weights),
-            "weight_sqnr_db": _weighted([l["sqnr_db"] for l in layers], weights),
-            "layers": layers,
-        }
-        if weights_only:
-            dequantized = {name: q.dequantize() for name, q in quantized.items()}
-            only = network.run_onnxruntime(images, dequantized).argmax(axis=-1)
-            result["weights_only_top1"] = float(np.mean(only == labels))
-        result["seconds"] = time.perf_counter() - scheme_start
-        report["schemes"][label] = result
+    from .progress import bar, phase
+
+    with phase(f"evaluating {len(configs)} scheme(s) on {len(images):,} images"):
+        for label, config in bar(configs.items(), total=len(configs), desc="schemes", unit="scheme"):
+            report["schemes"][label] = _evaluate_scheme(
+                network, config, images, labels, predicted, reference, act_scales, weights,
+                weights_only)
     report["seconds"] = time.perf_counter() - start
     return report
+
+
+def _evaluate_scheme(network, config, images, labels, predicted, reference, act_scales, weights,
+                     weights_only) -> dict:
+    """One scheme's row of :func:`evaluate`."""
+    scheme_start = time.perf_counter()
+    quantized = network.quantize(config)
+    logits = network.run_integer(images, quantized, act_scales, config)
+    layers = [{"name": layer.name,
+               "sqnr_db": _finite(sqnr_db(layer.weight, quantized[layer.name].dequantize())),
+               "bits_per_weight": quantized[layer.name].bits_per_weight}
+              for layer in network.layers]
+    result = {
+        "config": config.to_dict(),
+        "top1": float(np.mean(logits.argmax(axis=-1) == labels)),
+        "top1_agreement": float(np.mean(logits.argmax(axis=-1) == predicted)),
+        "output_sqnr_db": _finite(sqnr_db(reference, logits)),
+        "weights_only_top1": None,
+        "bits_per_weight": _weighted([l["bits_per_weight"] for l in layers], weights),
+        "weight_sqnr_db": _weighted([l["sqnr_db"] for l in layers], weights),
+        "layers": layers,
+    }
+    if weights_only:
+        dequantized = {name: q.dequantize() for name, q in quantized.items()}
+        only = network.run_onnxruntime(images, dequantized).argmax(axis=-1)
+        result["weights_only_top1"] = float(np.mean(only == labels))
+    result["seconds"] = time.perf_counter() - scheme_start
+    return result
 
 
 def _finite(value: float) -> float | None:
