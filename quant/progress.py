@@ -23,6 +23,7 @@ __all__ = ["phase", "bar", "current", "reset", "interactive", "to_stderr", "enab
 
 _stack: list[str] = []
 _interrupted: list[str] = []        # the innermost phase a KeyboardInterrupt left
+_said_cached: set[str] = set()      # a cached step is announced once per process
 _stream_name = "stdout"
 #: A phase shorter than this does not print its time on a terminal.
 _QUIET_SECONDS = 2.0
@@ -67,7 +68,10 @@ def _say(text: str) -> None:
 def phase(what: str, *, cached: bool = False):
     """Announce ``what`` (one line), run the block, and on a terminal report its time."""
     _stack.append(what)
-    _say(f"strum: {what}{' (cached)' if cached else ''} ...")
+    if not cached or what not in _said_cached:
+        _say(f"strum: {what}{' (cached)' if cached else ''} ...")
+        if cached:
+            _said_cached.add(what)
     start = time.perf_counter()
     try:
         yield
@@ -88,8 +92,9 @@ def current() -> str | None:
 
 
 def reset() -> None:
-    """Forget an earlier interruption (one command line run per call)."""
+    """Forget an earlier interruption and announcements (one command line run per call)."""
     _interrupted.clear()
+    _said_cached.clear()
 
 
 def bar(iterable=None, **options):
