@@ -65,9 +65,12 @@ def simulate_pe(config: StrumConfig, *, variant: str | None = None, vectors: int
     start = time.perf_counter()
     if pe is None:
         pe = StrumPE(config=config, variant=variant, adder_stages=adder_stages)
+    from strum.quant.progress import phase
+
     blocks = random_blocks(config, vectors, seed)
-    results, cycles = run_pe(pe, blocks, backend=backend, vcd=vcd,
-                             backpressure_seed=seed if backpressure else None)
+    with phase(f"co-simulating {len(blocks):,} blocks through the PE on {backend}"):
+        results, cycles = run_pe(pe, blocks, backend=backend, vcd=vcd,
+                                 backpressure_seed=seed if backpressure else None)
     report = {
         "backend": backend, "config": config.to_dict(), "variant": pe.variant,
         "vectors": len(blocks), "results": int(len(blocks.expected)),
