@@ -356,7 +356,8 @@ def _synth(args) -> int:
     from strum.synth.tools import SynthError, ToolMissing
     from strum.quant.files import write_text
 
-    if getattr(args, "format", "markdown") != "markdown" and not getattr(args, "_data_stdout", False):
+    data_out = getattr(args, "format", "markdown") != "markdown" or getattr(args, "board", None)
+    if data_out and not getattr(args, "_data_stdout", False):
         from strum.quant.progress import to_stderr
         args._data_stdout = True        # stdout carries the JSON/CSV table: progress to stderr
         with to_stderr():
