@@ -11,17 +11,18 @@ before the verb starts and written only when it succeeds (see :mod:`strum.output
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import time
-from pathlib import Path
 
-try:
+try:                                # Ctrl-C while Python is still importing: no traceback
+    import argparse
+    import json
+    import os
+    import time
+    from pathlib import Path
+
     from strum.outputs import add_output, final_path
     from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
-except KeyboardInterrupt:           # Ctrl-C while Python is still importing: no traceback
+except KeyboardInterrupt:
     sys.stderr.write("strum: interrupted while starting; nothing was written\n")
     raise SystemExit(130) from None
 
