@@ -685,6 +685,11 @@ def main(argv=None) -> int:
         if program and "amaranth._unused" in sys.modules:
             # Components still referenced at interpreter exit warn then: silence them too.
             sys.modules["amaranth._unused"].MustUse._MustUse__silence = True
+    if program:
+        # The verb is over and its outputs are in place (or discarded): a Ctrl-C now,
+        # while Python shuts down, must not turn a finished run into "killed by SIGINT".
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if program and code == EXIT_INTERRUPTED:
         # Ctrl-C inside a C extension's import (pybind11 modules evaluate Python code
         # there) leaves CPython set to kill itself with SIGINT at exit, which would turn
