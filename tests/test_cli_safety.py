@@ -381,3 +381,22 @@ def test_a_layer_time_leaves_out_the_model_build(monkeypatch):
         progress=False)
     assert report["mismatches"] == 0 and report["build_seconds"] >= 1.0
     assert report["seconds"] < report["build_seconds"]
+
+
+def test_huge_files_are_refused_by_size_before_reading(tmp_path, capsys):
+    """Sparse files of several GiB (no disk used): refused by their size, at once."""
+    for name, size, argv in (("huge.onnx", 3 << 30, ["quantize", "{p}", "-o", "{t}/o.npz"]),
+                             ("huge.bin", 2 << 30, ["inspect", "{p}"]),
+                             ("huge.npz", 5 << 30, ["inspect", "{p}"])):
+        path = tmp_path / name
+        with open(path, "wb") as stream:
+            stream.write(b"PK\x03\x04" if name.endswith(".npz") else b"STRUMIMG")
+            stream.truncate(size)
+        start = time.perf_counter()
+        assert main([a.format(p=path, t=tmp_path) for a in argv]) == 2
+        assert time.perf_counter() - start < 5
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and f"{size:,} bytes" in err, err
+        assert _listing(tmp_path) == [name]
+        path.unlink()
+    _refused(capsys, ["quantize", "/dev/zero", "-o", tmp_path / "o.npz"], tmp_path, "/dev/zero")
