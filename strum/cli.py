@@ -680,11 +680,12 @@ def main(argv=None) -> int:
     program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     code = _run(argv)
-    if code != 0:
-        _quiet_exit()
-        if program and "amaranth._unused" in sys.modules:
-            # Components still referenced at interpreter exit warn then: silence them too.
-            sys.modules["amaranth._unused"].MustUse._MustUse__silence = True
+    if code != 0 and program and "amaranth._unused" in sys.modules:
+        # Half-built components die with the process: silence their warnings (as
+        # Amaranth's own excepthook does after a crash).
+        sys.modules["amaranth._unused"].MustUse._MustUse__silence = True
+    elif code == EXIT_INTERRUPTED:
+        _quiet_exit()           # called in-process: collect them now, quietly
     if program:
         # The verb is over and its outputs are in place (or discarded): a Ctrl-C now,
         # while Python shuts down, must not turn a finished run into "killed by SIGINT".
@@ -711,7 +712,7 @@ def _run(argv) -> int:
     try:
         from strum.quant import progress
         progress.reset()
-        parser = build_parser()
+        parser = _parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as stop:      # --help, --version, usage errors: argparse printed
@@ -742,6 +743,16 @@ def _run(argv) -> int:
                     f"(STRUM_DEBUG=1 shows where; please report it)")
         print(f"{label}: error: {text}", file=sys.stderr)
         return code
+
+
+_PARSERS: list = []
+
+
+def _parser():
+    """:func:`build_parser`, built once per process (parsing leaves no state in it)."""
+    if not _PARSERS:
+        _PARSERS.append(build_parser())
+    return _PARSERS[0]
 
 
 def _is_tool_failure(error) -> bool:
