@@ -26,7 +26,7 @@ from strum.outputs import output_kinds
 from strum.quant.datasets import default_model_path
 
 #: Cases the test runs (the issue asks for at least 300).
-CASES = 330
+CASES = 500
 #: Argument names that are input files, and whether a damaged one is caught before work.
 INPUT_DESTS = {"input", "model", "file", "data"}
 
@@ -185,7 +185,7 @@ def cases(draw, folder):
 
 
 def test_fuzz_every_verb(sandbox, capsys):
-    seen = Counter()
+    seen, faults_seen = Counter(), Counter()
 
     @settings(max_examples=CASES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -201,8 +201,11 @@ def test_fuzz_every_verb(sandbox, capsys):
         assert "Traceback" not in captured.err and "internal error" not in captured.err, argv
         assert _snapshot(sandbox) == before, argv          # no new file, inputs unchanged
         seen[" ".join(tokens)] += 1
+        faults_seen.update(faults)
 
     run()
     assert sum(seen.values()) >= 300, seen
     assert set(seen) == {" ".join(tokens) for tokens, _ in LEAVES}, seen
+    assert set(faults_seen) == {"unknown option", "bad number", "bad choice", "bad output",
+                                "bad input", "missing argument"}, faults_seen
     assert os.getcwd() == str(sandbox)
