@@ -712,7 +712,7 @@ def _run(argv) -> int:
     try:
         from strum.quant import progress
         progress.reset()
-        parser = _parser()
+        parser = build_parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as stop:      # --help, --version, usage errors: argparse printed
@@ -743,16 +743,6 @@ def _run(argv) -> int:
                     f"(STRUM_DEBUG=1 shows where; please report it)")
         print(f"{label}: error: {text}", file=sys.stderr)
         return code
-
-
-_PARSERS: list = []
-
-
-def _parser():
-    """:func:`build_parser`, built once per process (parsing leaves no state in it)."""
-    if not _PARSERS:
-        _PARSERS.append(build_parser())
-    return _PARSERS[0]
 
 
 def _is_tool_failure(error) -> bool:
