@@ -675,10 +675,44 @@ def _label(args) -> str:
     return f"strum {args.verb}"
 
 
+def _interrupt(number, frame):
+    """SIGINT handler: KeyboardInterrupt, delivered again until main() has it.
+
+    Python swallows an exception raised in a finalizer ("Exception ignored in ..."), and
+    elaborating Amaranth designs runs finalizers all the time (``MustUse.__del__``);
+    some library code catches everything (a bare ``except:``); a C extension being
+    imported may abort on it. So it is held off out of finalizers and imports, and a
+    timer raises it again until :func:`_run` reports it and stops the timer.
+    """
+    import signal
+
+    signal.signal(signal.SIGALRM, _interrupt)
+    while frame is not None:
+        # Not in a finalizer (it would be swallowed) nor in an import (a C extension's
+        # init, pybind11's above all, may abort or crash on it): a moment later.
+        if frame.f_code.co_name == "__del__" or frame.f_code.co_filename.startswith("<frozen importlib"):
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            return
+        frame = frame.f_back
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    raise KeyboardInterrupt
+
+
+def _stop_interrupt_timer() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def main(argv=None) -> int:
     """Run one ``strum`` command; returns the exit code (see the module docstring)."""
     program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if program:
+        import signal
+        signal.signal(signal.SIGINT, _interrupt)
     code = _run(argv)
     if code != 0 and program and "amaranth._unused" in sys.modules:
         # Half-built components die with the process: silence their warnings (as
@@ -691,6 +725,7 @@ def main(argv=None) -> int:
         # while Python shuts down, must not turn a finished run into "killed by SIGINT".
         import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop_interrupt_timer()
     if program and code == EXIT_INTERRUPTED:
         # Ctrl-C inside a C extension's import (pybind11 modules evaluate Python code
         # there) leaves CPython set to kill itself with SIGINT at exit, which would turn
@@ -724,15 +759,10 @@ def _run(argv) -> int:
         with Staging(args, typed=lambda dest: typed.get(dest, dest)):
             return args.run(args)
     except KeyboardInterrupt:
-        if debug:
-            import traceback
-            traceback.print_exc()
-        from strum.quant import progress
-        doing = progress.current()
-        print(f"{label}: interrupted{f' while {doing}' if doing else ''}; nothing was written",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(label, debug)
     except Exception as error:          # noqa: BLE001: the one place errors become exit codes
+        if _caused_by_interrupt(error):     # e.g. ImportError from a C extension's init
+            return _interrupted(label, debug)
         if debug:
             import traceback
             traceback.print_exc()
@@ -743,6 +773,28 @@ def _run(argv) -> int:
                     f"(STRUM_DEBUG=1 shows where; please report it)")
         print(f"{label}: error: {text}", file=sys.stderr)
         return code
+
+
+def _interrupted(label: str, debug: bool) -> int:
+    _stop_interrupt_timer()
+    if debug:
+        import traceback
+        traceback.print_exc()
+    from strum.quant import progress
+    doing = progress.current()
+    print(f"{label}: interrupted{f' while {doing}' if doing else ''}; nothing was written",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    for _ in range(16):
+        if error is None:
+            return False
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _is_tool_failure(error) -> bool:

@@ -68,16 +68,16 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS) -> dict:
         } for scheme, data in schemes.items()
     }
     if "accuracy" in steps:
-        with phase("flow: measuring accuracy with integer inference"):
+        with phase("measuring accuracy with integer inference"):
             summary["steps"]["accuracy"] = _accuracy(config, model, out_dir)
     if "pe" in steps:
-        with phase(f"flow: generating the PE and co-simulating {FLOW_PE_BLOCKS:,} blocks"):
+        with phase(f"generating the PE and co-simulating {FLOW_PE_BLOCKS:,} blocks"):
             summary["steps"]["pe"] = _pe(config, out_dir)
     if "layer" in steps:
-        with phase(f"flow: co-simulating the largest layer on a {FLOW_ARRAY[0]}x{FLOW_ARRAY[1]} DPU"):
+        with phase(f"co-simulating the largest layer on a {FLOW_ARRAY[0]}x{FLOW_ARRAY[1]} DPU"):
             summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
     if "area" in steps:
-        with phase("flow: synthesizing the PE beside the int8 PE"):
+        with phase("synthesizing the PE beside the int8 PE"):
             summary["steps"]["area"] = _area(config, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
