@@ -213,7 +213,9 @@ def _generate(args) -> int:
         component = StrumPE(**options)
     else:
         from strum.hw.dpu import StrumDPU
-        component = StrumDPU(**options)
+        from strum.quant.progress import phase
+        with phase(f"building a {args.rows}x{args.cols} DPU of {args.rows * args.cols} PEs"):
+            component = StrumDPU(**options)
     described = {"config": options["config"].to_dict(), "kind": args.kind,
                  "variant": component.variant, "adder_stages": args.adder_stages,
                  "latency": component.latency}
