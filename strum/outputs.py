@@ -263,8 +263,11 @@ def _sigint_held():
         yield
         return
     pending = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
+    # SIGALRM too: strum.cli re-delivers a Ctrl-C with a timer until it is reported.
+    previous = {number: signal.signal(number, lambda number, frame: pending.append(number))
+                for number in (signal.SIGINT, signal.SIGALRM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
