@@ -800,9 +800,12 @@ def _caused_by_interrupt(error: BaseException) -> bool:
 
 
 def _is_tool_failure(error) -> bool:
+    """A tool or check that failed (exit 1, said as it is): SynthError, VerilatorError and
+    any RuntimeError a strum package defines (a new package's ``XError(RuntimeError)``)."""
     from strum.sim.verilator_backend import VerilatorError
     from strum.synth.tools import SynthError
-    return isinstance(error, (SynthError, VerilatorError))
+    return isinstance(error, (SynthError, VerilatorError)) or (
+        isinstance(error, RuntimeError) and type(error).__module__.startswith("strum."))
 
 
 def _quiet_exit() -> None:
