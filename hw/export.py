@@ -97,12 +97,15 @@ def to_verilog(component, name: str, *, cache: bool = True) -> str:
     Converting a DPU takes seconds to minutes, so the Verilog of StruM components is
     kept in ``$STRUM_CACHE/verilog`` (default ``~/.cache/strum``) under :func:`_design_key`.
     """
+    from strum.quant.progress import phase
+
     key = _design_key(component, name) if cache else None
     path = cache_root() / "verilog" / f"{name}-{key}.v" if key else None
     if path is not None and path.exists():
         _mark_elaborated(component)
         return path.read_text()
-    text = verilog.convert(component, name=name, strip_internal_attrs=True)
+    with phase(f"converting {name} to Verilog"):
+        text = verilog.convert(component, name=name, strip_internal_attrs=True)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)

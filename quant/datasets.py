@@ -176,16 +176,18 @@ def _read_npz(path: Path, images_key: str, labels_key: str) -> tuple[np.ndarray,
                                  f"with '{images_key}' and '{labels_key}'")
             if not magic.startswith(_ZIP_MAGICS):
                 raise InputError(f"{path}: not a valid .npz archive (no zip header)")
-            f.seek(0)
-            with np.load(f, allow_pickle=False) as archive:
-                missing = [key for key in (images_key, labels_key) if key not in archive.files]
-                if missing:
-                    held = ", ".join(repr(key) for key in archive.files) or "nothing"
-                    raise InputError(f"{path}: no array {missing[0]!r} in the archive "
-                                     f"(it holds {held}); expected '{images_key}' "
-                                     f"[N, C, H, W] float and '{labels_key}' [N] int")
-                images = archive[images_key]
-                labels = archive[labels_key]
+        from .npz import read_npz
+
+        # Sizes are checked before reading: a crafted header cannot make us allocate.
+        archive = read_npz(path)
+        missing = [key for key in (images_key, labels_key) if key not in archive]
+        if missing:
+            held = ", ".join(repr(key) for key in archive) or "nothing"
+            raise InputError(f"{path}: no array {missing[0]!r} in the archive "
+                             f"(it holds {held}); expected '{images_key}' "
+                             f"[N, C, H, W] float and '{labels_key}' [N] int")
+        images = archive[images_key]
+        labels = archive[labels_key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, InputError):
             raise

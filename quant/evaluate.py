@@ -251,55 +251,59 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
         from .calibrate import layer_statistics
         statistics = layer_statistics(network, calibration, act_scales, base=base)
         report["calibration_statistics_seconds"] = time.perf_counter() - start
-    for label, (config, how, per_layer) in configs.items():
-        scheme_start = time.perf_counter()
-        layer_configs, chosen = config, None
-        if per_layer:
-            chosen = policy.choose(network, config, how, statistics, calibration, act_scales)
-            layer_configs = chosen.configs
-        if how == "plain" and not per_layer:
-            quantized = network.quantize(config, short)
-        else:
-            from .calibrate import quantize_network
-            quantized = (chosen.quantized if chosen is not None
-                         else quantize_network(network, layer_configs, how, statistics,
-                                           short=short))
-        outputs = network.run_outputs(feeds, quantized=quantized, act_scales=act_scales,
-                                      config=config)
-        logits = outputs[network.output_name]
-        layers = [{"name": layer.name,
-                   "scheme": quantized[layer.name].config.scheme,
-                   "sqnr_db": _finite(sqnr_db(layer.weight, quantized[layer.name].dequantize())),
-                   "bits_per_weight": quantized[layer.name].bits_per_weight}
-                  for layer in network.layers]
-        result = {
-            "config": config.to_dict(),
-            "top1": _top(logits, labels, 1),
-            "top5": _top(logits, labels, 5),
-            "top1_agreement": _agreement(first, logits),
-            "output_sqnr_db": _finite(sqnr_db(first, logits)),
-            "outputs": {name: {"sqnr_db": _finite(sqnr_db(reference[name], value)),
-                               "agreement": _agreement(reference[name], value)}
-                        for name, value in outputs.items()},
-            "weights_only_top1": None,
-            "weights_only_sqnr_db": None,
-            "bits_per_weight": _weighted([l["bits_per_weight"] for l in layers], weights),
-            "weight_sqnr_db": _weighted([l["sqnr_db"] for l in layers], weights),
-            "layers": layers,
-            "method": how,
-        }
-        if statistics is not None:
-            from .policy import network_cycles
-            result["pe_cycles"] = network_cycles(network, quantized, statistics, config)
-        if chosen is not None:
-            result["policy"] = chosen.report
-        if weights_only:
-            dequantized = {name: q.dequantize() for name, q in quantized.items()}
-            only = network.run_onnxruntime(feeds, dequantized)
-            result["weights_only_top1"] = _top(only, labels, 1)
-            result["weights_only_sqnr_db"] = _finite(sqnr_db(first, only))
-        result["seconds"] = time.perf_counter() - scheme_start
-        report["schemes"][label] = result
+    from .progress import bar, phase
+
+    with phase(f"evaluating {len(configs)} scheme(s) on {count:,} inputs"):
+        for label, (config, how, per_layer) in bar(configs.items(), total=len(configs),
+                                                   desc="schemes", unit="scheme"):
+            scheme_start = time.perf_counter()
+            layer_configs, chosen = config, None
+            if per_layer:
+                chosen = policy.choose(network, config, how, statistics, calibration, act_scales)
+                layer_configs = chosen.configs
+            if how == "plain" and not per_layer:
+                quantized = network.quantize(config, short)
+            else:
+                from .calibrate import quantize_network
+                quantized = (chosen.quantized if chosen is not None
+                             else quantize_network(network, layer_configs, how, statistics,
+                                               short=short))
+            outputs = network.run_outputs(feeds, quantized=quantized, act_scales=act_scales,
+                                          config=config)
+            logits = outputs[network.output_name]
+            layers = [{"name": layer.name,
+                       "scheme": quantized[layer.name].config.scheme,
+                       "sqnr_db": _finite(sqnr_db(layer.weight, quantized[layer.name].dequantize())),
+                       "bits_per_weight": quantized[layer.name].bits_per_weight}
+                      for layer in network.layers]
+            result = {
+                "config": config.to_dict(),
+                "top1": _top(logits, labels, 1),
+                "top5": _top(logits, labels, 5),
+                "top1_agreement": _agreement(first, logits),
+                "output_sqnr_db": _finite(sqnr_db(first, logits)),
+                "outputs": {name: {"sqnr_db": _finite(sqnr_db(reference[name], value)),
+                                   "agreement": _agreement(reference[name], value)}
+                            for name, value in outputs.items()},
+                "weights_only_top1": None,
+                "weights_only_sqnr_db": None,
+                "bits_per_weight": _weighted([l["bits_per_weight"] for l in layers], weights),
+                "weight_sqnr_db": _weighted([l["sqnr_db"] for l in layers], weights),
+                "layers": layers,
+                "method": how,
+            }
+            if statistics is not None:
+                from .policy import network_cycles
+                result["pe_cycles"] = network_cycles(network, quantized, statistics, config)
+            if chosen is not None:
+                result["policy"] = chosen.report
+            if weights_only:
+                dequantized = {name: q.dequantize() for name, q in quantized.items()}
+                only = network.run_onnxruntime(feeds, dequantized)
+                result["weights_only_top1"] = _top(only, labels, 1)
+                result["weights_only_sqnr_db"] = _finite(sqnr_db(first, only))
+            result["seconds"] = time.perf_counter() - scheme_start
+            report["schemes"][label] = result
     report["seconds"] = time.perf_counter() - start
     return report
 

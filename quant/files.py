@@ -20,11 +20,19 @@ def atomic_writer(path, mode: str = "wb"):
     try:
         with os.fdopen(handle, mode) as stream:
             yield stream
+        # mkstemp makes the file 0600; the finished file gets what the umask allows.
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def cache_root(cache_dir=None) -> Path:

@@ -24,6 +24,7 @@ block geometry), the blocks, and a trailing CRC-32 (zlib) of everything before i
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -41,6 +42,14 @@ __all__ = [
 
 MAGIC = b"STRUMIMG"
 FORMAT_VERSION = 1
+#: Longest JSON header and deepest nesting read_image parses (ours is ~300 bytes, depth 2):
+#: checked before parsing, so a crafted header costs neither memory nor recursion.
+MAX_HEADER_BYTES = 1 << 16
+MAX_HEADER_DEPTH = 8
+#: Most tensor axes in a header.
+MAX_AXES = 8
+#: Largest image file read whole (a 1G-weight layer's image is about 0.5 GiB).
+MAX_IMAGE_BYTES = 1 << 30
 _PREAMBLE = struct.Struct("<8sHI")     # magic, version, header length
 _CRC = struct.Struct("<I")
 
@@ -174,17 +183,32 @@ def read_image(data: bytes | np.ndarray):
     if zlib.crc32(data[:-_CRC.size]) != stored_crc:
         raise ImageError("image checksum does not match: the file is corrupt or truncated")
     start = _PREAMBLE.size
+    if header_length > min(MAX_HEADER_BYTES, len(data) - start - _CRC.size):
+        raise ImageError(f"image header length {header_length} is larger than the file allows "
+                         f"(at most {min(MAX_HEADER_BYTES, len(data) - start - _CRC.size)})")
+    text = data[start:start + header_length]
+    octets = np.frombuffer(text, np.uint8)
+    depth = np.cumsum(np.isin(octets, (ord("["), ord("{"))).astype(np.int64)
+                      - np.isin(octets, (ord("]"), ord("}"))))
+    if depth.size and depth.max() > MAX_HEADER_DEPTH:
+        raise ImageError(f"image header nests deeper than {MAX_HEADER_DEPTH} levels: not a StruM header")
     try:
-        header = json.loads(data[start:start + header_length])
+        header = json.loads(text)
         config = StrumConfig.from_dict(header["config"])
         shape = tuple(header["shape"])
         per_channel = header["blocks_per_channel"]
-    except (ValueError, KeyError, TypeError, ConfigError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError, ConfigError) as error:
         raise ImageError(f"image header is invalid: {error}") from None
+    if not (1 <= len(shape) <= MAX_AXES and all(type(n) is int and n > 0 for n in shape)):
+        raise ImageError(f"image header shape {list(shape)} is invalid: expected 1 to {MAX_AXES} "
+                         f"positive integers")
+    if type(per_channel) is not int:
+        raise ImageError(f"image header blocks_per_channel {per_channel!r} is not an integer")
     payload = np.frombuffer(data, dtype=np.uint8, offset=start + header_length,
                             count=len(data) - start - header_length - _CRC.size)
-    expected = shape[0] * block_count(int(np.prod(shape[1:])), config.block_size) * config.block_bytes
-    if payload.size != expected or per_channel != block_count(int(np.prod(shape[1:])), config.block_size):
+    length = math.prod(shape[1:])
+    expected = shape[0] * block_count(length, config.block_size) * config.block_bytes
+    if payload.size != expected or per_channel != block_count(length, config.block_size):
         raise ImageError(f"image holds {payload.size} block bytes, expected {expected} for shape {shape}")
     return config, shape, payload.reshape(shape[0], per_channel, config.block_bytes)
 

@@ -13,7 +13,8 @@ from .config import StrumConfig
 from .files import atomic_writer, write_text
 from .quantize import QuantizedTensor, quantize, short_config, sqnr_db
 
-__all__ = ["QuantizedLayer", "quantize_layers", "save_npz", "report", "write_report"]
+__all__ = ["QuantizedLayer", "quantize_layers", "save_npz", "report", "write_report",
+           "coverage_warnings"]
 
 
 @dataclass(frozen=True)
@@ -62,21 +63,44 @@ def _finite(value: float):
     return value if math.isfinite(value) else None     # JSON has no Infinity
 
 
-def report(layers: list[QuantizedLayer], config: StrumConfig, seconds: float) -> dict:
+def report(layers: list[QuantizedLayer], config: StrumConfig, seconds: float,
+           skipped: list | None = None) -> dict:
+    """REPORT.json; ``skipped`` (from :func:`.onnx_io.load_layers`) adds ``not_quantized``:
+    the model's weight-bearing nodes the quantizer does not handle."""
     def entry(layer):
         row = {"name": layer.name, "shape": list(layer.weight.shape),
                "weights": int(layer.weight.size), "sqnr_db": _finite(layer.sqnr_db),
                "bits_per_weight": layer.quantized.bits_per_weight}
         if layer.quantized.config.scheme != config.scheme:
             row["scheme"] = layer.quantized.config.scheme     # kept int8 (short reduction)
+        if layer.quantized.notes:
+            row["notes"] = list(layer.quantized.notes)
         return row
 
+    extra = {"not_quantized": list(skipped)} if skipped else {}
     return {
+        **extra,
         "scheme": config.scheme,
         "config": config.to_dict(),
         "layers": [entry(layer) for layer in layers],
         "seconds": seconds,
     }
+
+
+def coverage_warnings(data: dict) -> list[str]:
+    """One line per thing a quantization report says was not quantized as asked."""
+    lines = []
+    skipped = data.get("not_quantized", [])
+    if skipped:
+        shown = ", ".join(f"{item['name']!r} ({item['op']}"
+                          f"{', ' + 'x'.join(map(str, item['shape'])) if item.get('shape') else ''})"
+                          for item in skipped[:6])
+        lines.append(f"{len(skipped)} weight-bearing node(s) not quantized (operator not "
+                     f"supported): {shown}{', ...' if len(skipped) > 6 else ''}")
+    for layer in data["layers"]:
+        for note in layer.get("notes", []):
+            lines.append(f"layer {layer['name']!r}: {note}")
+    return lines
 
 
 def write_report(path, data: dict) -> None:

@@ -41,6 +41,8 @@ LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 #: Operators that can hold a weight but are not quantized: reported, run in float.
 OTHER_WEIGHT_OPS = ("LSTM", "GRU", "RNN", "Einsum", "ConvInteger", "MatMulInteger",
                     "QLinearConv", "QLinearMatMul", "DeformConv", "Attention")
+#: Operators :meth:`_OnnxReader.walk` lists as holding a weight it does not quantize.
+UNHANDLED_WEIGHT_OPS = OTHER_WEIGHT_OPS
 
 _SUFFIXES = (".onnx", ".npy", ".npz")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -96,13 +98,17 @@ class Layer:
         return tuple(self.weight.shape)
 
 
-def load_layers(path) -> list[Layer]:
+def load_layers(path, skipped: list | None = None) -> list[Layer]:
     """Read every quantizable weight tensor of an ``.onnx``, ``.npy`` or ``.npz`` file.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file; its extension (case-insensitive) selects the reader.
+    skipped : list, optional
+        Receives one dict per ONNX node that holds a constant weight (2 or more axes)
+        but is not quantized: ``{"name", "op", "shape", "graph_path"}`` (ConvTranspose,
+        LSTM, an embedding table, ...), so that a caller can say so.
 
     Returns
     -------
@@ -123,7 +129,7 @@ def load_layers(path) -> list[Layer]:
         raise InputError(f"{path}: not a regular file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _load_onnx(path)
+        return _load_onnx(path, skipped)
     if suffix == ".npy":
         return _load_npy(path)
     if suffix == ".npz":
@@ -221,30 +227,43 @@ def _load_npy(path: Path) -> list[Layer]:
     if not magic.startswith(_NPY_MAGIC):
         raise InputError(f"{path}: not a valid .npy file (no NumPy header)")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = _read_npy(path)
     except (ValueError, OSError, EOFError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"{path}: not a valid .npy file ({error})") from None
     return [_tensor_layer(path, path.stem, array)]
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    """np.load of an .npy file, after checking its header's size against the file's."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise InputError(f"{path}: unsupported .npy format version {version}")
+        shape, _, dtype = reader(f, max_header_size=10_000)
+        claimed = math.prod(shape) * dtype.itemsize
+        left = path.stat().st_size - f.tell()
+        if dtype.hasobject:
+            raise InputError(f"{path}: holds Python objects (pickled data), which strum does not load")
+        if claimed > left:
+            raise InputError(f"{path}: header claims {claimed:,} bytes of data for shape "
+                             f"{shape}, but the file holds only {left:,}: truncated or damaged")
+    return np.load(path, allow_pickle=False)
+
+
 def _load_npz(path: Path) -> list[Layer]:
-    import zipfile
+    from .npz import read_npz
 
     magic = _read_magic(path)
     if magic.startswith(_NPY_MAGIC):
         raise InputError(f"{path}: is an .npy file, not an .npz archive")
     if not magic.startswith(_ZIP_MAGICS):
         raise InputError(f"{path}: not a valid .npz archive (no zip header)")
-    layers = []
-    try:
-        # Our own handle: np.load leaks the file when the zip directory is corrupt.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
-            for key in archive.files:
-                layers.append(_tensor_layer(path, key, archive[key]))
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(f"{path}: not a valid .npz archive ({error})") from None
+    # Sizes are checked before reading: a crafted header cannot make us allocate.
+    layers = [_tensor_layer(path, key, array) for key, array in read_npz(path).items()]
     if not layers:
         raise InputError(f"{path}: the archive holds no arrays, nothing to quantize")
     return layers
@@ -252,10 +271,13 @@ def _load_npz(path: Path) -> list[Layer]:
 
 # --- ONNX models -----------------------------------------------------------------------
 
-def _load_onnx(path: Path) -> list[Layer]:
+def _load_onnx(path: Path, skipped: list | None = None) -> list[Layer]:
     import onnx
     from google.protobuf.message import DecodeError
 
+    if path.stat().st_size >= 2 << 30:     # protobuf's own limit; beyond it onnx.load fails late
+        raise InputError(f"{path}: {path.stat().st_size:,} bytes, larger than the 2 GiB an ONNX "
+                         f"model file can hold (keep large weights as external data)")
     try:
         model = onnx.load(str(path))
     except DecodeError:
@@ -270,13 +292,22 @@ def _load_onnx(path: Path) -> list[Layer]:
         raise InputError(f"{path}: not a valid ONNX model (no IR version or no graph)")
 
     reader = _OnnxReader(path, model)
-    reader.walk(model.graph, ChainMap(), "")
+    try:
+        reader.walk(model.graph, ChainMap(), "")
+    except InputError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError,
+            OverflowError, MemoryError) as error:   # a damaged graph that protobuf accepted
+        raise InputError(f"{path}: malformed ONNX model ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]})") from None
     if not reader.found:
         ops = sorted(reader.op_types - {"Constant"})
         seen = f" (operators present: {', '.join(ops[:12])}{', ...' if len(ops) > 12 else ''})" \
             if ops else " (the graph has no nodes)"
         raise InputError(f"{path}: no Conv, Gemm or MatMul with a constant weight, "
                          f"nothing to quantize{seen}")
+    if skipped is not None:
+        skipped.extend(reader.skipped)
     names = _unique_names([layer.name for layer in reader.found])
     return [layer if layer.name == name else _renamed(layer, name)
             for layer, name in zip(reader.found, names)]
@@ -319,6 +350,7 @@ class _OnnxReader:
         self.path = path
         self.model = model
         self.found: list[Layer] = []
+        self.skipped: list[dict] = []
         self.op_types: set[str] = set()
         self._shapes: dict[str, tuple] | None = None
 
@@ -349,6 +381,8 @@ class _OnnxReader:
                 layer = getattr(self, f"_{node.op_type.lower()}")(node, scope, graph_path)
                 if layer is not None:
                     self.found.append(layer)
+            elif node.op_type not in ("Constant", "Identity"):
+                self._note_unhandled(node, index, scope, graph_path)
             label = node.name or f"{node.op_type}_{index}"
             for attr in node.attribute:
                 prefix = f"{graph_path}.{label}" if graph_path else label
@@ -357,6 +391,15 @@ class _OnnxReader:
                 elif attr.type == AttributeProto.GRAPHS:
                     for i, sub in enumerate(attr.graphs):
                         self.walk(sub, scope, f"{prefix}.{attr.name}[{i}]")
+
+    def _note_unhandled(self, node, index: int, scope: ChainMap, graph_path: str) -> None:
+        """Record a node with a constant weight (>= 2 axes) that is not quantized."""
+        shapes = [_constant_dims(scope.get(name)) for name in node.input if name]
+        shapes = [shape for shape in shapes if shape is not None and len(shape) >= 2]
+        if shapes or node.op_type in UNHANDLED_WEIGHT_OPS and len(node.input) > 1:
+            self.skipped.append({"name": node.name or f"{node.op_type}_{index}", "op": node.op_type,
+                                 "shape": list(max(shapes, key=len)) if shapes else None,
+                                 "graph_path": graph_path})
 
     # constant values
 
@@ -604,6 +647,21 @@ def unquantized_weight_nodes(model, layers) -> list[tuple[str, str]]:
                                                 and node.output[0] not in quantized):
             found.append((node.op_type, node.name or f"{node.op_type}_{index}"))
     return found
+
+
+def _constant_dims(source) -> tuple | None:
+    """The shape of a constant value without converting it, or None."""
+    from onnx import NodeProto, SparseTensorProto, TensorProto
+
+    if isinstance(source, NodeProto):
+        tensors = [a.t if a.name == "value" else a.sparse_tensor for a in source.attribute
+                   if a.name in ("value", "sparse_value")]
+        source = tensors[0] if tensors else None
+    if isinstance(source, TensorProto):
+        return tuple(int(d) for d in source.dims)
+    if isinstance(source, SparseTensorProto):
+        return tuple(int(d) for d in source.dims)
+    return None
 
 
 def _source_array(source) -> np.ndarray:

@@ -45,6 +45,9 @@ class QuantizedTensor:
         shift, group scale) and padding, leaving out per-output-channel scales.
     bias : float64 ``[K]`` or None: a corrected bias that replaces the layer's own
         (bias correction from calibration, :mod:`.calibrate`); None keeps the layer's.
+    notes : tuple of str
+        What was degenerate about the tensor and how it was treated (all-zero weights,
+        channels too small for a float32 scale); empty for an ordinary tensor.
     """
 
     config: StrumConfig
@@ -54,6 +57,7 @@ class QuantizedTensor:
     packed: np.ndarray | None
     bits_per_weight: float
     bias: np.ndarray | None = None
+    notes: tuple = ()
 
     def dequantize(self) -> np.ndarray:
         shape = (-1,) + (1,) * (self.w_int.ndim - 1)
@@ -79,6 +83,13 @@ def validate_weights(weights, name: str = "weights") -> np.ndarray:
 def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in dB (inf when exact)."""
     reference = np.asarray(reference, dtype=np.float64)
+    approximation = np.asarray(approximation, dtype=np.float64)
+    peak = float(np.abs(reference).max()) if reference.size else 0.0
+    if peak > 0:
+        # Scale by a power of two (exact) so tiny or huge weights neither underflow nor
+        # overflow when squared: denormal weights flushed to zero are 0 dB, not "exact".
+        exponent = -int(np.frexp(peak)[1])
+        reference, approximation = np.ldexp(reference, exponent), np.ldexp(approximation, exponent)
     noise = np.sum((reference - approximation) ** 2)
     signal = np.sum(reference ** 2)
     if noise == 0:
@@ -98,6 +109,7 @@ def quantize(weights, config: StrumConfig, name: str = "weights") -> QuantizedTe
     weights = validate_weights(weights, name)
     vectors = to_reduction(weights)
     channels, length = vectors.shape
+    vectors, notes = _degenerate(vectors)
     try:
         config.check_reduction_length(length, what=f"the reduction length of {name}")
     except ConfigError as error:
@@ -120,7 +132,30 @@ def quantize(weights, config: StrumConfig, name: str = "weights") -> QuantizedTe
         mask=from_reduction(mask_vec, weights.shape),
         packed=packed,
         bits_per_weight=_stored_bits(config, channels, length) / weights.size,
+        notes=notes,
     )
+
+
+#: A channel whose largest |w| is below this has no float32 scale for every scheme
+#: (the smallest scale is max|w| / 1785, int4-g16's); float32.tiny ~ 1.2e-38.
+SMALLEST_CHANNEL_PEAK = float(np.finfo(np.float32).tiny) * 2048
+
+
+def _degenerate(vectors: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Flush channels too small for a float32 scale to zero; say what was degenerate."""
+    peak = np.abs(vectors).max(axis=1)
+    tiny = (peak > 0) & (peak < SMALLEST_CHANNEL_PEAK)
+    notes = []
+    if tiny.any():
+        vectors = np.where(tiny[:, None], 0.0, vectors)
+        notes.append(f"{int(tiny.sum())} of {len(peak)} output channels have weights too small "
+                     f"for a float32 scale (largest |w| {peak[tiny].max():.3g}, below "
+                     f"{SMALLEST_CHANNEL_PEAK:.3g}): quantized as zero")
+    if not (peak > 0).any():
+        notes.append("all weights are zero: quantized exactly as zero")
+    elif not tiny.any() and not (peak > 0).all():
+        notes.append(f"{int((peak == 0).sum())} of {len(peak)} output channels are all zero")
+    return vectors, tuple(notes)
 
 
 def _stored_bits(config: StrumConfig, channels: int, length: int) -> int:

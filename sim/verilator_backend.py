@@ -672,20 +672,25 @@ class VerilatorStreamModel:
         tools = toolchain()
         final = self._cache / f"{self._top}-{self._key(tools, trace)[:32]}"
         info_path = final / "build.json"
+        from strum.quant.progress import phase
+
+        what = f"{self._top} with Verilator{' (tracing)' if trace else ''}"
         if (final / "libharness.so").exists() and info_path.exists():
-            return final, True, json.loads(info_path.read_text())
+            with phase(f"loading {what}", cached=True):
+                return final, True, json.loads(info_path.read_text())
         self._cache.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        runtime = _runtime(tools, self._cache, self._jobs)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self._top}-", dir=self._cache))
-        try:
-            info = self._compile(tools, staging, runtime, trace)
-            info["build_seconds"] = round(time.perf_counter() - started, 3)
-            (staging / "build.json").write_text(json.dumps(info, indent=2))
-            _publish(staging, final)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        with phase(f"building {what} (a DPU takes minutes)"):
+            started = time.perf_counter()
+            runtime = _runtime(tools, self._cache, self._jobs)
+            staging = Path(tempfile.mkdtemp(prefix=f".{self._top}-", dir=self._cache))
+            try:
+                info = self._compile(tools, staging, runtime, trace)
+                info["build_seconds"] = round(time.perf_counter() - started, 3)
+                (staging / "build.json").write_text(json.dumps(info, indent=2))
+                _publish(staging, final)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
         return final, False, info
 
     def _compile(self, tools: Toolchain, staging: Path, runtime: Path, trace: bool) -> dict:

@@ -1,21 +1,62 @@
 """The ``strum`` command line: parse, call the packages, print.
 
-Every verb is a function ``_verb(args) -> int``; errors a user can fix (bad parameters,
-bad files) are ``ValueError``/``OSError`` and end the program with one line on stderr
-and exit code 2.
+Every verb is a function ``_verb(args) -> int``. :func:`main` is the one place that
+turns what can go wrong into what the user sees (``strum VERB: error: ...``, one line):
+errors a user can fix (bad parameters, bad or damaged files, unwritable outputs) exit 2,
+a failed check (a co-simulation mismatch) or a failed tool exits 1, Ctrl-C exits 130
+saying what was interrupted, and no traceback is shown unless ``STRUM_DEBUG=1``.
+Output options are declared with :func:`strum.outputs.add_output`: they are checked
+before the verb starts and written only when it succeeds (see :mod:`strum.outputs`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-from pathlib import Path
 
-from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
+try:                                # Ctrl-C while Python is still importing: no traceback
+    import argparse
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    from strum.outputs import add_output, final_path
+    from strum.quant.config import BLOCK_SIZES, ROUNDINGS, SCHEMES, StrumConfig
+except KeyboardInterrupt:
+    sys.stderr.write("strum: interrupted while starting; nothing was written\n")
+    sys.stderr.flush()
+    import os
+    os._exit(130)                   # not SystemExit: see the end of main()
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+#: ``simulate pe --vectors`` limit: the blocks are drawn at once (about 1 kB each).
+MAX_PE_VECTORS = 2_000_000
+#: Largest DPU side: a 256 x 256 array already takes hours to convert.
+MAX_ARRAY_SIDE = 256
+
+
+def _bounded(kind=int, low=None, high=None, name="an integer"):
+    """An argparse ``type`` that refuses values outside [low, high] (or non-finite)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {name}, not {text!r}") from None
+        if kind is float and not (value == value and abs(value) != float("inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, not {text}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+_positive = _bounded(int, 1, name="a positive integer")
+_natural = _bounded(int, 0, name="a non-negative integer")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,13 +132,14 @@ def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) 
     group = parser.add_argument_group("hardware")
     group.add_argument("--variant", choices=("static", "dynamic"), default=None,
                        help="StruM PE variant (default: static; scheme int8 builds the int8 PE)")
-    group.add_argument("--adder-stages", type=int, default=1, metavar="N",
+    group.add_argument("--adder-stages", type=_natural, default=1, metavar="N",
                        help="pipeline registers in the adder tree (default: 1)")
     group.add_argument("--routing", choices=ROUTINGS, default=None,
                        help="activation routing of the static PE (default: the PE's)")
     if array:
-        group.add_argument("--rows", type=int, default=4, metavar="R", help="array rows (default: 4)")
-        group.add_argument("--cols", type=int, default=4, metavar="C", help="array columns (default: 4)")
+        side = _bounded(int, 1, MAX_ARRAY_SIDE, name="a positive integer")
+        group.add_argument("--rows", type=side, default=4, metavar="R", help="array rows (default: 4)")
+        group.add_argument("--cols", type=side, default=4, metavar="C", help="array columns (default: 4)")
 
 
 def _hardware(args) -> dict:
@@ -121,8 +163,12 @@ def _quantize(args) -> int:
     from strum.quant.model import quantize_layers, report, save_npz
     from strum.quant.onnx_io import load_layers
 
+    from strum.quant.model import coverage_warnings
+
     config = _config(args)
     policy, policy_report = _policy(args), None
+    skipped = []
+    layers = load_layers(args.input, skipped=skipped)
     start = time.perf_counter()
     if args.calibration is not None or policy is not None:
         from strum.quant.calibrate import calibration_images, quantize_model
@@ -136,15 +182,17 @@ def _quantize(args) -> int:
                                                policy=policy)
         policy_report = calibrated["policy"]
     else:
-        quantized = quantize_layers(load_layers(args.input), config, short=args.short)
+        quantized = quantize_layers(layers, config, short=args.short)
     seconds = time.perf_counter() - start
     save_npz(args.output, quantized)
-    data = report(quantized, config, seconds)
+    unquantized = _warn_unquantized(args.input)
+    listed = {name for _, name in unquantized}
+    data = report(quantized, config, seconds,
+                  skipped=[node for node in skipped if node["name"] not in listed])
     if args.calibration is not None:
         data["calibration"] = {"data": args.calibration, "method": "oa", "policy": policy_report}
         for layer in data["layers"]:
             layer["output_sqnr_db"] = calibrated["layer_output_sqnr_db"].get(layer["name"])
-    unquantized = _warn_unquantized(args.input)
     if unquantized:
         data["unquantized_nodes"] = [{"op": op, "node": name} for op, name in unquantized]
     if args.report:
@@ -152,6 +200,8 @@ def _quantize(args) -> int:
     _print_layers(data)
     if policy_report is not None:
         _print_policy(policy_report)
+    for line in coverage_warnings(data):     # never skipped silently
+        print(f"strum quantize: warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -206,26 +256,46 @@ def _print_layers(data) -> None:
 def _inspect(args) -> int:
     import numpy as np
 
-    from strum.quant.image import image_to_weights
+    from strum.quant.errors import InputError
+    from strum.quant.image import MAX_IMAGE_BYTES, ImageError, image_to_weights
+    from strum.quant.npz import MAX_NPZ_BYTES, read_npz
 
     path = Path(args.file)
-    if path.suffix == ".npz":
-        with np.load(path) as archive:
-            names = sorted(key[:-len("/packed")] for key in archive.files if key.endswith("/packed"))
-            if not names:
-                raise ValueError(f"{path}: holds no NAME/packed memory image")
-            for name in names:
-                config, w_int, mask = image_to_weights(archive[f"{name}/packed"])
-                if f"{name}/w_int" in archive.files and not (
-                        np.array_equal(w_int, archive[f"{name}/w_int"])
-                        and np.array_equal(mask, archive[f"{name}/mask"])):
-                    raise ValueError(f"{path}: the memory image of {name} does not decode to its w_int/mask")
-                print(f"{name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
-                      f"G={config.group_size} shape={'x'.join(map(str, w_int.shape))} ok")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (expected an image file or an .npz)")
+    with open(path, "rb") as stream:
+        zipped = stream.read(4).startswith((b"PK\x03\x04", b"PK\x05\x06"))
+    limit = MAX_NPZ_BYTES if path.suffix == ".npz" or zipped else MAX_IMAGE_BYTES
+    if path.stat().st_size > limit:
+        raise InputError(f"{path}: {path.stat().st_size:,} bytes, more than the "
+                         f"{limit:,} strum reads")
+
+    def check(name, image, w_int=None, mask=None):
+        try:
+            config, decoded, decoded_mask = image_to_weights(image)
+        except ImageError as error:
+            raise InputError(f"{path}: {name}: {error}") from None
+        if w_int is not None and not (np.array_equal(decoded, w_int) and mask is not None
+                                      and np.array_equal(decoded_mask, mask)):
+            raise InputError(f"{path}: the memory image of {name} does not decode to its w_int/mask")
+        print(f"{name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
+              f"G={config.group_size} shape={'x'.join(map(str, decoded.shape))} ok")
+
+    if path.suffix == ".npz" or zipped:
+        archive = read_npz(path)
+        names = sorted(key[:-len("/packed")] for key in archive if key.endswith("/packed"))
+        if not names:
+            raise InputError(f"{path}: holds no NAME/packed memory image")
+        for name in names:
+            check(f"layer {name}", archive[f"{name}/packed"], archive.get(f"{name}/w_int"),
+                  archive.get(f"{name}/mask"))
     else:
-        config, w_int, mask = image_to_weights(path.read_bytes())
-        print(f"{path.name}: {config.scheme} B={config.block_size} H={config.high_lanes} "
-              f"G={config.group_size} shape={'x'.join(map(str, w_int.shape))} ok")
+        try:
+            check(path.name, path.read_bytes())
+        except InputError as error:     # the file is the layer: say it once
+            raise InputError(str(error).replace(f"{path}: {path.name}: ", f"{path}: ")) from None
     return 0
 
 
@@ -238,7 +308,9 @@ def _generate(args) -> int:
         component = StrumPE(**options)
     else:
         from strum.hw.dpu import StrumDPU
-        component = StrumDPU(**options)
+        from strum.quant.progress import phase
+        with phase(f"building a {args.rows}x{args.cols} DPU of {args.rows * args.cols} PEs"):
+            component = StrumDPU(**options)
     described = {"config": options["config"].to_dict(), "kind": args.kind,
                  "variant": component.variant, "adder_stages": args.adder_stages,
                  "latency": component.latency}
@@ -246,7 +318,7 @@ def _generate(args) -> int:
         described.update(rows=args.rows, cols=args.cols)
     paths = write_design(component, args.kind, Path(args.output), described)
     for path in paths.values():
-        print(path)
+        print(Path(final_path(args, "output")) / Path(path).relative_to(args.output))
     return 0
 
 
@@ -303,7 +375,7 @@ def _flow(args) -> int:
     config = _config(args)
     summary = flow.run(config, Path(args.output), model=args.model,
                        **({"calibration": args.calibration} if args.calibration else {}))
-    _print_flow(summary, Path(args.output))
+    _print_flow(summary, Path(final_path(args, "output")))
     return 1 if any(summary["steps"].get(step, {}).get("mismatches") for step in ("pe", "layer")) else 0
 
 
@@ -325,7 +397,11 @@ def _print_flow(summary, out_dir: Path) -> None:
             what = (f"{row['vectors']} blocks" if step == "pe"
                     else f"{row['layer']} on {row['array']}, {row['macs']} MACs, {row['input']} input")
             print(f"  {step:9s} {what}: {row['mismatches']} mismatches in {row['cycles']} cycles")
-    for flow_name, metrics in steps.get("area", {}).items():
+    area = steps.get("area", {})
+    if "skipped" in area:               # a scheme without a PE skips the whole step
+        print(f"  area      skipped: {area['skipped']}")
+        area = {}
+    for flow_name, metrics in area.items():
         if "skipped" in metrics:
             print(f"  area      {flow_name}: skipped: {metrics['skipped']}")
             continue
@@ -410,9 +486,11 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--liberty", default=None, metavar="FILE",
                        help="Liberty library of the asic flow (default: OSU 0.18 um from the "
                             "Debian package qflow-tech-osu018)")
-    group.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+    group.add_argument("--seeds", type=_bounded(int, 1, 100, name="a positive integer"),
+                       default=DEFAULT_SEEDS, metavar="N",
                        help=f"nextpnr seeds of the FPGA flows (default: {DEFAULT_SEEDS})")
-    group.add_argument("--target-mhz", type=float, default=DEFAULT_TARGET_MHZ, metavar="F",
+    group.add_argument("--target-mhz", type=_bounded(float, 1e-3, 1e4, name="a number"),
+                       default=DEFAULT_TARGET_MHZ, metavar="F",
                        help=f"nextpnr target clock (default: {DEFAULT_TARGET_MHZ})")
     group.add_argument("--flatten", action="store_true",
                        help="optimise across the hierarchy (no breakdown by part)")
@@ -433,6 +511,12 @@ def _synth(args) -> int:
     from strum.synth.tools import SynthError, ToolMissing
     from strum.quant.files import write_text
 
+    data_out = getattr(args, "format", "markdown") != "markdown" or getattr(args, "board", None)
+    if data_out and not getattr(args, "_data_stdout", False):
+        from strum.quant.progress import to_stderr
+        args._data_stdout = True        # stdout carries the JSON/CSV table: progress to stderr
+        with to_stderr():
+            return _synth(args)
     options = _hardware(args)
     design = Design(kind="dpu" if args.kind == "dpu" else "pe", config=options["config"],
                     variant=args.variant, adder_stages=args.adder_stages, routing=args.routing,
@@ -441,6 +525,9 @@ def _synth(args) -> int:
         if getattr(args, "board", None):
             from strum.synth.boards import build_board
             summary = build_board(design, args.board, Path(args.output), seed=args.seeds)
+            # Built in a staging folder (strum.outputs): record the path it will have.
+            summary["bitstream"] = str(Path(final_path(args, "output")) / Path(summary["bitstream"]).name)
+            write_text(Path(args.output) / "board.json", json.dumps(summary, indent=1) + "\n")
             print(json.dumps({key: summary[key] for key in ("board", "device", "bitstream",
                                                              "fmax_mhz", "utilization")}, indent=1))
             return 0
@@ -454,9 +541,8 @@ def _synth(args) -> int:
             print(text, end="")
             return 0
         report = synthesize(design, args.flow, **_synth_options(args))
-    except SynthError as error:
-        print(f"strum synth: error: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, ToolMissing) else 1
+    except SynthError:
+        raise                           # main() reports it: exit 2 for bad input, 1 if a tool failed
     if args.report:
         _write_json(args.report, report)
     print(breakdown_markdown(report), end="")
@@ -475,8 +561,10 @@ def _comma_list(text, convert=str):
 
 def _array_size(text: str) -> tuple[int, int]:
     rows, _, cols = text.lower().partition("x")
-    if not (rows.isdigit() and cols.isdigit()):
-        raise ValueError(f"array size must be RxC like 4x4, not {text!r}")
+    if not (rows.isdigit() and cols.isdigit()) or not (
+            0 < int(rows) <= MAX_ARRAY_SIDE and 0 < int(cols) <= MAX_ARRAY_SIDE):
+        raise ValueError(f"--array: an array size must be RxC with 1 <= R, C <= "
+                         f"{MAX_ARRAY_SIDE}, like 4x4, not {text!r}")
     return int(rows), int(cols)
 
 
@@ -490,10 +578,11 @@ def _sweep(args) -> int:
         variants=_comma_list(args.variant), routings=_comma_list(args.routing),
         arrays=[_array_size(a) for a in _comma_list(args.array)], rounding=args.rounding,
         acc_width=args.acc_width, adder_stages=args.adder_stages)
+    if not designs:
+        raise ValueError(f"the sweep's grid holds no valid design"
+                         f"{f' (first: {skipped[0]})' if skipped else ''}")
     for note in skipped:
         print(f"skipped {note}", file=sys.stderr)
-    if not designs:
-        raise ValueError("the sweep's grid holds no valid design")
     layers = None if args.model == "none" else model_layers(args.model)
     client = executor = None
     try:
@@ -505,9 +594,8 @@ def _sweep(args) -> int:
         result = run_sweep(designs, args.flow, layers=layers, executor=executor,
                            workers=args.workers, progress=not args.no_progress,
                            **_synth_options(args))
-    except SynthError as error:
-        print(f"strum sweep: error: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, ToolMissing) else 1
+    except SynthError:
+        raise                           # main() reports it: exit 2 for bad input, 1 if a tool failed
     finally:
         if client is not None:
             cluster = client.cluster
@@ -527,15 +615,19 @@ def _sweep(args) -> int:
 # -- parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from strum import __version__
+
     parser = _Parser(
         prog="strum", description="StruM structured mixed-precision: quantizer, hardware, "
                                   "co-simulation and synthesis")
+    parser.add_argument("--version", action="version", version=f"strum {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
 
     flow = verbs.add_parser("flow", help="run the whole pipeline on a model (default: the "
                                          "embedded digits CNN)")
     flow.add_argument("--model", default=None, help="ONNX model (default: embedded digits CNN)")
-    flow.add_argument("-o", "--output", default="strum-flow", help="output folder (default: strum-flow)")
+    add_output(flow, "-o", "--output", kind="folder", default="strum-flow",
+               help="output folder (default: strum-flow)")
     _add_config_options(flow)
     flow.add_argument("--calibration", default=None, metavar="DATA",
                       help="output-aware quantization from DATA's calibration images "
@@ -544,8 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     quantize = verbs.add_parser("quantize", help="quantize a model's weights")
     quantize.add_argument("input", help="ONNX model, .npy tensor or .npz of tensors")
-    quantize.add_argument("-o", "--output", required=True, help="OUT.npz")
-    quantize.add_argument("--report", help="REPORT.json")
+    add_output(quantize, "-o", "--output", required=True, help="OUT.npz")
+    add_output(quantize, "--report", help="REPORT.json")
     _add_config_options(quantize)
     _add_short_option(quantize)
     _add_calibration_options(quantize)
@@ -561,21 +653,23 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, text in (("pe", "one processing element"), ("dpu", "an R x C array of PEs")):
         sub = kinds.add_parser(kind, help=text)
         _add_hardware_options(sub, array=kind == "dpu")
-        sub.add_argument("-o", "--output", required=True, metavar="DIR",
-                         help=f"writes DIR/strum_{kind}.v, DIR/interface.json, DIR/config.json")
+        add_output(sub, "-o", "--output", kind="folder", required=True, metavar="DIR",
+                   help=f"writes DIR/strum_{kind}.v, DIR/interface.json, DIR/config.json")
         sub.set_defaults(run=_generate)
 
     simulate = verbs.add_parser("simulate", help="co-simulate the RTL against the golden model")
     kinds = simulate.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
     pe = kinds.add_parser("pe", help="random blocks through one PE")
     _add_hardware_options(pe)
-    pe.add_argument("--vectors", type=int, default=10000, metavar="N", help="blocks (default: 10000)")
+    pe.add_argument("--vectors", type=_bounded(int, 1, MAX_PE_VECTORS, name="a positive integer"),
+                    default=10000, metavar="N",
+                    help=f"blocks (default: 10000, at most {MAX_PE_VECTORS:,})")
     layer = kinds.add_parser("layer", help="whole layers of an ONNX model through a DPU")
     layer.add_argument("model", help="ONNX model")
     layer.add_argument("--layer", required=True, metavar="NAME", help="a layer name, or all")
     layer.add_argument("--data", default=None,
                        help="real inputs: digits, mnist or an .npz of images (default: random int8)")
-    layer.add_argument("--batch", type=int, default=1, metavar="N",
+    layer.add_argument("--batch", type=_positive, default=1, metavar="N",
                        help="images (or random inputs) per layer (default: 1)")
     _add_short_option(layer)
     layer.add_argument("--calibration", default=None, metavar="DATA",
@@ -584,11 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hardware_options(layer, array=True)
     for sub in (pe, layer):
         sub.add_argument("--backend", choices=("amaranth", "verilator"), default="verilator")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--seed", type=_natural, default=0)
         sub.add_argument("--backpressure", action="store_true",
                          help="random valid gaps and ready drops on both streams, from the seed")
-        sub.add_argument("--vcd", default=None, metavar="FILE", help="write a waveform")
-        sub.add_argument("--report", default=None, metavar="R.json")
+        add_output(sub, "--vcd", default=None, metavar="FILE", help="write a waveform")
+        add_output(sub, "--report", default=None, metavar="R.json")
         sub.set_defaults(run=_simulate)
 
     from strum.quant.evaluate import DEFAULT_SCHEMES
@@ -615,13 +709,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "+oa (output-aware), +bc (bias correction) or +policy (per-layer "
                                "H) calibrates one scheme "
                                f"(default: {' '.join(DEFAULT_SCHEMES)})")
-    evaluate.add_argument("--report", help="R.json")
-    evaluate.add_argument("--plot", help="P.png: top-1 and output SQNR against bits per weight")
+    add_output(evaluate, "--report", help="R.json")
+    add_output(evaluate, "--plot", help="P.png: top-1 and output SQNR against bits per weight")
     evaluate.add_argument("--rounding", default="haz", choices=ROUNDINGS,
                           help="weight and activation rounding (default: haz)")
     evaluate.add_argument("--acc-width", type=int, default=32, metavar="W",
                           help="accumulator width in bits (default: 32)")
-    evaluate.add_argument("--percentile", type=float, default=None, metavar="P",
+    evaluate.add_argument("--percentile", type=_bounded(float, 0.0, 100.0, name="a number"),
+                          default=None, metavar="P",
                           help="calibrate activations to this percentile of |x| (default: max)")
     evaluate.add_argument("--no-weights-only", action="store_true",
                           help="skip the weights-only onnxruntime runs")
@@ -636,17 +731,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub = kinds.add_parser(kind, help=text)
         _add_hardware_options(sub, array=kind == "dpu")
         _add_synth_options(sub)
-        sub.add_argument("--report", default=None, metavar="R.json", help="the full report")
+        add_output(sub, "--report", default=None, metavar="R.json", help="the full report")
         if kind != "compare":
             from strum.synth.boards import BOARDS
             sub.add_argument("--board", choices=sorted(BOARDS), default=None,
                              help="instead of a flow: build for this board, through to a bitstream")
-            sub.add_argument("-o", "--output", default="strum-board", metavar="DIR",
-                             help="the board build's folder (default: strum-board)")
+            add_output(sub, "-o", "--output", kind="folder", default="strum-board", metavar="DIR",
+                       help="the board build's folder (default: strum-board)")
         if kind == "compare":
             sub.add_argument("--format", choices=("markdown", "json", "csv"), default="markdown")
-            sub.add_argument("-o", "--output", default=None, metavar="FILE",
-                             help="also write the table here")
+            add_output(sub, "-o", "--output", default=None, metavar="FILE",
+                       help="also write the table here")
         sub.set_defaults(run=_synth)
 
     sweep = verbs.add_parser("sweep", help="synthesize a grid of designs beside their int8 PEs: "
@@ -662,14 +757,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="1x1 is a PE, larger a DPU (default: 1x1)")
     grid.add_argument("--rounding", default="haz", choices=ROUNDINGS)
     grid.add_argument("--acc-width", type=int, default=32, metavar="W")
-    grid.add_argument("--adder-stages", type=int, default=1, metavar="N")
+    grid.add_argument("--adder-stages", type=_natural, default=1, metavar="N")
     _add_synth_options(sweep)
     sweep.add_argument("--model", default="mnist",
                        help="weight SQNR on: mnist, digits, silero, a model file, or none "
                             "(default: mnist)")
-    sweep.add_argument("--csv", required=True, metavar="OUT.csv")
-    sweep.add_argument("--plot", default=None, metavar="OUT.png", help="area / accuracy front")
-    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+    add_output(sweep, "--csv", required=True, metavar="OUT.csv")
+    add_output(sweep, "--plot", default=None, metavar="OUT.png", help="area / accuracy front")
+    sweep.add_argument("--workers", type=_positive, default=None, metavar="N",
                        help="parallel syntheses (default: CPU count)")
     sweep.add_argument("--dask", default=None, metavar="ADDRESS",
                        help="run on a Dask scheduler at ADDRESS, or 'local' for a local cluster")
@@ -678,16 +773,227 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, OSError) as error:
-        print(f"strum {args.verb}: error: {error}", file=sys.stderr)
+# -- the error layer ------------------------------------------------------------------
+
+#: Parameter names that library errors use, and the option (dest) the user set them with.
+_PARAMETER_OPTIONS = {
+    "block_size": "block", "high_lanes": "high", "group_size": "group", "rounding": "rounding",
+    "acc_width": "acc_width", "max_reduction_length": "max_reduction", "rows": "rows",
+    "cols": "cols", "seeds": "seeds", "target_mhz": "target_mhz", "adder_stages": "adder_stages",
+    "variant": "variant", "routing": "routing", "vectors": "vectors", "n": "vectors",
+    "batch": "batch", "seed": "seed", "percentile": "percentile", "workers": "workers",
+}
+
+
+def _chosen_parsers(parser, args):
+    """The parser and the subparsers of the verb that was parsed, outermost first."""
+    chain = [parser]
+    while True:
+        subs = [action for action in chain[-1]._actions
+                if isinstance(action, argparse._SubParsersAction)]
+        if not subs:
+            return chain
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen not in subs[0].choices:
+            return chain
+        chain.append(subs[0].choices[chosen])
+
+
+def _typed_options(parser, args, argv) -> dict[str, str]:
+    """``{dest: option string}``, as typed on the command line (else the long form)."""
+    typed = {}
+    for sub in _chosen_parsers(parser, args):
+        for action in sub._actions:
+            if not action.option_strings:
+                continue
+            typed.setdefault(action.dest, max(action.option_strings, key=len))
+            for token in argv:
+                name = token.split("=", 1)[0]
+                if name in action.option_strings or (
+                        name.startswith("--") and len(name) > 2 and any(
+                            option.startswith(name) for option in action.option_strings
+                            if option.startswith("--"))):
+                    typed[action.dest] = name
+                    break
+    return typed
+
+
+def _one_line(error: BaseException, typed: dict, args) -> str:
+    """The error's message on one line, led by the option it is about when it names one."""
+    from strum.synth.tools import SynthError
+
+    message = str(error).strip()
+    if isinstance(error, SynthError) and not isinstance(error, ValueError):
+        message = message.split("\n", 1)[0]       # a tool's log tail stays in its log file
+    text = " ".join(message.split()) or type(error).__name__
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
+        text = f"{error.filename}: {text}"
+    first = text.split(" ", 1)[0].split("=", 1)[0].rstrip(":,")
+    dest = _PARAMETER_OPTIONS.get(first)
+    if dest in typed and hasattr(args, dest) and not text.startswith("-"):
+        value = getattr(args, dest)
+        text = f"{typed[dest]}{'' if value is None else f' {value}'}: {text}"
+    return text
+
+
+def _classify(error: BaseException) -> int:
+    """Exit code of an error: 2 for input the user can fix, 1 for a failed tool or check."""
+    from strum.synth.tools import SynthError, ToolMissing
+
+    if isinstance(error, (ValueError, OSError, ToolMissing, MemoryError, RecursionError)):
         return EXIT_USAGE
+    if isinstance(error, SynthError):
+        return EXIT_FAILED
+    return EXIT_FAILED
+
+
+def _label(args) -> str:
+    return f"strum {args.verb}"
+
+
+def _interrupt(number, frame):
+    """SIGINT handler: KeyboardInterrupt, delivered again until main() has it.
+
+    Python swallows an exception raised in a finalizer ("Exception ignored in ..."), and
+    elaborating Amaranth designs runs finalizers all the time (``MustUse.__del__``);
+    some library code catches everything (a bare ``except:``); a C extension being
+    imported may abort on it. So it is held off out of finalizers and imports, and a
+    timer raises it again until :func:`_run` reports it and stops the timer.
+    """
+    import signal
+
+    signal.signal(signal.SIGALRM, _interrupt)
+    while frame is not None:
+        # Not in a finalizer (it would be swallowed) nor in an import (a C extension's
+        # init, pybind11's above all, may abort or crash on it): a moment later.
+        if frame.f_code.co_name == "__del__" or frame.f_code.co_filename.startswith("<frozen importlib"):
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            return
+        frame = frame.f_back
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    raise KeyboardInterrupt
+
+
+def _stop_interrupt_timer() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def main(argv=None) -> int:
+    """Run one ``strum`` command; returns the exit code (see the module docstring)."""
+    program = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if program:
+        import signal
+        signal.signal(signal.SIGINT, _interrupt)
+    code = _run(argv)
+    if code != 0 and program and "amaranth._unused" in sys.modules:
+        # Half-built components die with the process: silence their warnings (as
+        # Amaranth's own excepthook does after a crash).
+        sys.modules["amaranth._unused"].MustUse._MustUse__silence = True
+    elif code == EXIT_INTERRUPTED:
+        _quiet_exit()           # called in-process: collect them now, quietly
+    if program:
+        # The verb is over and its outputs are in place (or discarded): a Ctrl-C now,
+        # while Python shuts down, must not turn a finished run into "killed by SIGINT".
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop_interrupt_timer()
+    if program and code == EXIT_INTERRUPTED:
+        # Ctrl-C inside a C extension's import (pybind11 modules evaluate Python code
+        # there) leaves CPython set to kill itself with SIGINT at exit, which would turn
+        # exit code 130 into "killed by signal". Outputs are already discarded: leave now.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _run(argv) -> int:
+    debug = os.environ.get("STRUM_DEBUG", "") not in ("", "0")
+    label, typed, args = "strum", {}, None
+    if argv and not argv[0].startswith("-"):
+        label = f"strum {argv[0]}"
+    try:
+        from strum.quant import progress
+        progress.reset()
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:      # --help, --version, usage errors: argparse printed
+            return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+        label = _label(args)
+        typed = _typed_options(parser, args, argv)
+        from strum.outputs import Staging
+
+        with Staging(args, typed=lambda dest: typed.get(dest, dest)):
+            return args.run(args)
     except KeyboardInterrupt:
-        return 130
+        return _interrupted(label, debug)
+    except Exception as error:          # noqa: BLE001: the one place errors become exit codes
+        if _caused_by_interrupt(error):     # e.g. ImportError from a C extension's init
+            return _interrupted(label, debug)
+        if debug:
+            import traceback
+            traceback.print_exc()
+        code = _classify(error)
+        text = _one_line(error, typed, args)
+        if code == EXIT_FAILED and not _is_tool_failure(error):
+            text = (f"internal error: {type(error).__name__}: {text} "
+                    f"(STRUM_DEBUG=1 shows where; please report it)")
+        print(f"{label}: error: {text}", file=sys.stderr)
+        return code
+
+
+def _interrupted(label: str, debug: bool) -> int:
+    _stop_interrupt_timer()
+    if debug:
+        import traceback
+        traceback.print_exc()
+    from strum.quant import progress
+    doing = progress.current()
+    print(f"{label}: interrupted{f' while {doing}' if doing else ''}; nothing was written",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    for _ in range(16):
+        if error is None:
+            return False
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _is_tool_failure(error) -> bool:
+    """A tool or check that failed (exit 1, said as it is): SynthError, VerilatorError and
+    any RuntimeError a strum package defines (a new package's ``XError(RuntimeError)``)."""
+    from strum.sim.verilator_backend import VerilatorError
+    from strum.synth.tools import SynthError
+    return isinstance(error, (SynthError, VerilatorError)) or (
+        isinstance(error, RuntimeError) and type(error).__module__.startswith("strum."))
+
+
+def _quiet_exit() -> None:
+    """After a failure or Ctrl-C: drop the half-built Amaranth components without their
+    thousands of "created but never used" warnings, as Amaranth's own excepthook does."""
+    import gc
+    import warnings
+
+    unused = sys.modules.get("amaranth._unused")
+    if unused is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", unused.UnusedMustUse)
+        gc.collect()
 
 
 if __name__ == "__main__":

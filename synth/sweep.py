@@ -105,6 +105,25 @@ def weight_sqnr(layers, config: StrumConfig) -> tuple[float, float]:
     return sqnr_db(np.concatenate(reference), np.concatenate(approximation)), bits / count
 
 
+def _quiet_worker() -> None:
+    """Worker processes leave Ctrl-C to the parent (no worker tracebacks); the parent
+    stops them with SIGTERM, which also ends the tool they run."""
+    import signal
+
+    from .tools import stop_running_tools
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda number, frame: stop_running_tools(exit_code=143))
+
+
+def _stop_workers(executor) -> None:
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        try:
+            process.terminate()
+        except (OSError, AttributeError):
+            pass
+
+
 def _synth_task(design: Design, flow: str, options: dict) -> dict:
     """One synthesis, run by a worker; returns the report without its long script."""
     report = synthesize(design, flow, **options)
@@ -142,17 +161,25 @@ def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, w
     baselines = [int8_baseline(d) for d in designs]
     tasks = list(dict.fromkeys([*baselines, *designs]))        # unique, in order
     options = {"jobs": 1, **options}      # workers already run in parallel: one seed each
+    from strum.quant.progress import interactive, phase
+
     own = executor is None
     if own:
-        executor = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+        executor = concurrent.futures.ProcessPoolExecutor(max_workers=workers,
+                                                          initializer=_quiet_worker)
     try:
-        futures = {executor.submit(_synth_task, design, flow, options): design for design in tasks}
-        reports = {}
-        with tqdm(total=len(futures), desc=f"strum sweep ({flow})", unit="design",
-                  disable=not progress) as bar:
-            for future in concurrent.futures.as_completed(futures):
-                reports[futures[future]] = future.result()
-                bar.update()
+        with phase(f"running the sweep's {len(tasks)} syntheses ({flow} flow)"):
+            futures = {executor.submit(_synth_task, design, flow, options): design for design in tasks}
+            reports = {}
+            with tqdm(total=len(futures), desc=f"strum sweep ({flow})", unit="design",
+                      disable=not (progress and interactive()), leave=False) as bar:
+                for future in concurrent.futures.as_completed(futures):
+                    reports[futures[future]] = future.result()
+                    bar.update()
+    except BaseException:
+        if own:             # Ctrl-C or a failure: stop the running syntheses, not wait for them
+            _stop_workers(executor)
+        raise
     finally:
         if own:
             executor.shutdown(cancel_futures=True)

@@ -21,12 +21,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["SynthError", "ToolMissing", "Tool", "TOOLS", "require", "tool_versions", "run_tool",
+__all__ = ["SynthError", "SynthInputError", "ToolMissing", "Tool", "TOOLS", "require", "tool_versions", "run_tool",
            "cache_dir"]
 
 
 class SynthError(RuntimeError):
     """A synthesis step failed or cannot start; the message says what to do."""
+
+
+class SynthInputError(SynthError, ValueError):
+    """A bad synthesis parameter or input file (the user's to fix, exit code 2)."""
 
 
 class ToolMissing(SynthError):
@@ -94,14 +98,41 @@ def run_tool(command: str, args, *, cwd: Path, log: str, timeout: float | None =
     cwd = Path(cwd)
     log_path = cwd / log
     with open(log_path, "w") as stream:
+        proc = subprocess.Popen(tool.argv(args), cwd=cwd, stdout=stream, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        _RUNNING.add(proc)
         try:
-            proc = subprocess.run(tool.argv(args), cwd=cwd, stdout=stream, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             raise SynthError(f"{command} timed out after {timeout:g} s in {cwd}") from None
+        except BaseException:           # Ctrl-C: the tool stops with us
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            _RUNNING.discard(proc)
     if proc.returncode:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise SynthError(f"{command} failed (exit {proc.returncode}) in {cwd}; end of {log}:\n{tail}")
+
+
+#: Tool processes running now (so a sweep worker told to stop can end them).
+_RUNNING: set = set()
+
+
+def stop_running_tools(exit_code: int | None = None) -> None:
+    """Kill every tool this process is running; then exit with ``exit_code`` if given."""
+    import os
+
+    for proc in list(_RUNNING):
+        try:
+            proc.kill()
+        except OSError:
+            pass
+    if exit_code is not None:
+        os._exit(exit_code)
 
 
 def cache_dir() -> Path:

@@ -66,7 +66,8 @@ def test_sweep_writes_csv_and_plot(tmp_path, capsys):
     assert "pe dliq B=4 H=2 G=2 static: transistors" in capsys.readouterr().out
     assert main(["sweep", "--block", "4", "--group", "3", "--csv", str(out), "--model", "none"]) == 2
     err = capsys.readouterr().err
-    assert "skipped dliq B=4 H=2 G=3" in err and "the sweep's grid holds no valid design" in err
+    assert "dliq B=4 H=2 G=3" in err and "the sweep's grid holds no valid design" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_flow_area_step(tmp_path):
