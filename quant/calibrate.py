@@ -224,12 +224,12 @@ def calibration_images(spec) -> np.ndarray:
     if path.suffix.lower() != ".npz" or not path.is_file():
         raise InputError(f"--calibration must be 'digits', 'mnist' or an existing .npz, "
                          f"not {spec!r}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            key = next((k for k in ("calibration", "images") if k in archive.files), None)
-            images = None if key is None else archive[key]
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable .npz archive ({error})") from None
+    from .npz import read_npz
+
+    # The bounded reader: a damaged or crafted archive is one InputError, not a traceback.
+    arrays = read_npz(path, keys=("calibration", "images"))
+    key = next((k for k in ("calibration", "images") if k in arrays), None)
+    images = None if key is None else arrays[key]
     if images is None or images.dtype.kind != "f" or images.ndim < 2 or len(images) == 0:
         raise InputError(f"{path}: expected a non-empty float array 'calibration' or "
                          f"'images' [N, ...]")

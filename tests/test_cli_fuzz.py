@@ -28,7 +28,7 @@ from strum.quant.datasets import default_model_path
 #: Cases the test runs (the issue asks for at least 300).
 CASES = 500
 #: Argument names that are input files, and whether a damaged one is caught before work.
-INPUT_DESTS = {"input", "model", "file", "data"}
+INPUT_DESTS = {"input", "model", "file", "data", "calibration"}
 
 
 def _leaves(parser, prefix=()):
@@ -87,9 +87,9 @@ def _valid_value(action, folder, outputs):
         return str(folder / ("new_folder" if kind == "folder" else f"new_{action.dest}.out"))
     if action.dest == "file":
         return str(folder / "q.npz")
-    if action.dest in INPUT_DESTS - {"data"}:
+    if action.dest in INPUT_DESTS - {"data", "calibration"}:
         return str(folder / "m.onnx")
-    if action.dest == "data":
+    if action.dest in ("data", "calibration"):
         return "digits"
     if action.dest == "layer":
         return "all"
