@@ -33,7 +33,8 @@ def _bits_of(value, width: int):
 
 
 def read_trace(path: str | Path, netlist: Netlist, scope: str, *, cycles: int = 0,
-               start: float | None = None) -> Activity:
+               start: float | None = None, end: float | None = None,
+               aliases: dict | None = None) -> Activity:
     """Activity of ``netlist``'s nets from the trace at ``path``.
 
     Parameters
@@ -42,8 +43,11 @@ def read_trace(path: str | Path, netlist: Netlist, scope: str, *, cycles: int = 
         Dotted scope of the netlist's module in the trace (``tb.dut``).
     cycles : int
         Clock cycles in the window (recorded in the result).
-    start : float or None
-        Ignore changes before this time (trace units); None: the whole trace.
+    start, end : float or None
+        The window (trace units): values before ``start`` are only its initial values,
+        changes after ``end`` are ignored; None: the trace's first / last time stamp.
+    aliases : dict or None
+        Variable name -> nets (LSB first); default ``netlist.aliases``.
     """
     import pywellen
 
@@ -61,7 +65,7 @@ def read_trace(path: str | Path, netlist: Netlist, scope: str, *, cycles: int = 
         if not full.startswith(prefix) or "." in full[len(prefix):]:
             continue
         name = _RANGE.sub("", full[len(prefix):])
-        bits = netlist.aliases.get(name)
+        bits = (aliases if aliases is not None else netlist.aliases).get(name)
         if bits is None or len(bits) != var.bitwidth:
             continue
         keep = [k for k, b in enumerate(bits) if b > 1 and b not in seen]
@@ -73,8 +77,14 @@ def read_trace(path: str | Path, netlist: Netlist, scope: str, *, cycles: int = 
     for var, bits, keep in chosen:
         times, values = [], []
         for time, value in var.signal:
-            if start is not None and time < start and times:
-                times[-1], values[-1] = time, value
+            if end is not None and time > end:
+                break
+            if start is not None and time <= start:
+                if times:
+                    values[-1] = value
+                else:
+                    times.append(start)
+                    values.append(value)
                 continue
             times.append(time)
             values.append(value)
@@ -92,12 +102,14 @@ def read_trace(path: str | Path, netlist: Netlist, scope: str, *, cycles: int = 
         dt = np.diff(np.array(times, dtype=float))
         high[nets] += ((prev == 1) * dt[:, None]).sum(axis=0)
         tails.append((times[-1], matrix[-1], nets))
-    # the last value holds until the end of the window
-    for time, last, nets in tails:
-        high[nets] += (last == 1) * (t_max - time)
     if t_min is None:
         raise ValueError(f"{path}: no variable of scope {scope!r} names a net of the netlist")
     if start is not None:
-        t_min = max(t_min, start)
+        t_min = start
+    if end is not None:
+        t_max = end
+    # the last value holds until the end of the window
+    for time, last, nets in tails:
+        high[nets] += (last == 1) * (t_max - time)
     return Activity(toggles=toggles, high_time=high * to_ns, duration=(t_max - t_min) * to_ns,
                     cycles=cycles)

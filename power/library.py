@@ -107,6 +107,7 @@ class Cell:
     sequential: bool
     clock_pin: str | None
     next_state: str | None
+    clocked_on: str | None = None
 
     @property
     def inputs(self) -> list[str]:
@@ -229,7 +230,8 @@ def _read(path: Path, data: bytes) -> PowerLibrary:
         cells[name] = Cell(name=name, pins=pins,
                            leakage=float(group.get("cell_leakage_power", 0.0) or 0.0),
                            sequential=bool(ff), clock_pin=clock_pin,
-                           next_state=_text(ff[0]["next_state"]) if ff and ff[0].get("next_state") else None)
+                           next_state=_text(ff[0]["next_state"]) if ff and ff[0].get("next_state") else None,
+                           clocked_on=_text(ff[0]["clocked_on"]) if ff and ff[0].get("clocked_on") else None)
     return PowerLibrary(path=path, sha256=hashlib.sha256(data).hexdigest(), voltage=voltage,
                         leakage_unit_w=_UNITS.get(unit.replace(" ", ""), 1e-9), cells=cells)
 
@@ -241,7 +243,7 @@ def read_power_library(path) -> PowerLibrary:
     path = Path(path)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    cached = cache_root() / "power" / f"liberty-{digest[:24]}-1.pickle"
+    cached = cache_root() / "power" / f"liberty-{digest[:24]}-2.pickle"
     if cached.is_file():
         try:
             lib = pickle.loads(cached.read_bytes())

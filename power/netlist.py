@@ -51,7 +51,10 @@ class Netlist:
     nets: int
 
     def part(self, cell_name: str) -> str:
-        path = tuple(cell_name.split(".")[:-1])
+        """The breakdown part of a cell, from its flattened name (``$flatten\\high_3.$abc$7``)."""
+        if cell_name.startswith("$flatten"):
+            cell_name = cell_name[len("$flatten"):]
+        path = tuple(p.lstrip("\\") for p in cell_name.split(".")[:-1])
         return part_of(path)
 
 
