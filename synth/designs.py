@@ -59,6 +59,9 @@ class Design:
         default).
     rows, cols : int
         DPU array size (a PE is 1 x 1).
+    router_register : bool
+        A pipeline register between the PE's routing and its lanes (see
+        :class:`~strum.hw.pe.StrumPE`).
 
     Raises
     ------
@@ -75,6 +78,7 @@ class Design:
     routing: str | None = None
     rows: int = 1
     cols: int = 1
+    router_register: bool = False
 
     def __post_init__(self):
         if self.kind not in DESIGN_KINDS:
@@ -120,7 +124,7 @@ class Design:
         array = f"-{self.rows}x{self.cols}" if self.kind == "dpu" else ""
         variant = self.variant or ("int8" if c.scheme == "int8" else "static")
         return (f"{self.kind}{array}-{c.scheme}-b{c.block_size}-h{c.high_lanes}-g{c.group_size}"
-                f"-{variant}")
+                f"-{variant}" + ("-rr" if self.router_register else ""))
 
 
 def _options(design: Design) -> dict:
@@ -128,6 +132,8 @@ def _options(design: Design) -> dict:
                "adder_stages": design.adder_stages}
     if design.routing is not None:
         options["routing"] = design.routing
+    if design.router_register:
+        options["router_register"] = True
     return options
 
 
