@@ -92,6 +92,7 @@ class StrumDPU(wiring.Component):
             # The PEs are built here, so that their parameter checks run before any hardware.
             self._pes = [[StrumPE(**pe_options) for _ in range(cols)] for _ in range(rows)]
         self._config, self._variant, self._rows, self._cols = config, variant, rows, cols
+        self._router_register = router_register
         super().__init__({
             "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols))),
             "tiles": Out(stream.Signature(dpu_tile_layout(config, rows, cols))),
@@ -100,6 +101,10 @@ class StrumDPU(wiring.Component):
     @property
     def config(self) -> StrumConfig:
         return self._config
+
+    @property
+    def router_register(self) -> bool:
+        return self._router_register
 
     @property
     def variant(self) -> str:

@@ -88,8 +88,8 @@ def _per_block(result, blocks: int, lanes: int) -> dict:
 class _Prepared:
     """One design's netlist, stimulus fields and library, built once."""
 
-    def __init__(self, design, source, blocks, liberty, booth, x_cache, library):
-        self.design = design
+    def __init__(self, design, source, blocks, liberty, booth, x_cache, library, engine):
+        self.design, self.engine = design, engine
         self.netlist, self.netlist_info = mapped_netlist(design, liberty=liberty, booth=booth)
         self.variant = check_variant(design.config, design.variant)
         self.layout = pe_block_layout(design.config, self.variant)
@@ -100,7 +100,12 @@ class _Prepared:
 
     def zero_delay(self, count, period, info=None):
         stimulus = pe_stimulus(self.netlist, self.layout, self.fields, count)
-        activity = verilator_activity(self.netlist, self.library, stimulus, period=period, info=info)
+        if self.engine == "icarus":
+            activity = icarus_activity(self.netlist, self.library, stimulus, period=period,
+                                       timed=False, info=info)
+        else:
+            activity = verilator_activity(self.netlist, self.library, stimulus, period=period,
+                                          info=info)
         return estimate(self.netlist, activity, self.library, period=period)
 
     def timed(self, count, period, info=None):
@@ -131,7 +136,7 @@ def _settle(prepared: list, blocks: int, period: float) -> tuple[int, list]:
 
 def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, timed_blocks: int = 500,
             period: float = DEFAULT_PERIOD_NS, liberty=None, booth: list[bool] | None = None,
-            settle: bool = True) -> dict:
+            settle: bool = True, zero_delay_engine: str = "verilator") -> dict:
     """Energy of each design on the same data; the first is the baseline of the reductions.
 
     Parameters
@@ -146,7 +151,14 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
         Clock period, ns.
     booth : list of bool or None
         Booth multipliers per design (synth -booth).
+    settle : bool
+        Grow the zero-delay run until it settles (else exactly ``blocks``).
+    zero_delay_engine : str
+        ``verilator`` (fast once built) or ``icarus`` (no build; the same toggles, slower
+        per block: for short samples of many designs).
     """
+    if zero_delay_engine not in ("verilator", "icarus"):
+        raise ValueError(f"zero_delay_engine must be verilator or icarus, not {zero_delay_engine!r}")
     for name, value in (("blocks", blocks), ("timed_blocks", timed_blocks)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "blocks" else 0):
             raise ValueError(f"{name} must be a {'positive' if name == 'blocks' else 'non-negative'} "
@@ -156,7 +168,8 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
     booth = booth or [False] * len(designs)
     library = read_power_library(find_liberty(liberty))
     x_cache = {}
-    prepared = [_Prepared(d, source, max(blocks, timed_blocks), liberty, b, x_cache, library)
+    prepared = [_Prepared(d, source, max(blocks, timed_blocks), liberty, b, x_cache, library,
+                          zero_delay_engine)
                 for d, b in zip(designs, booth)]
     if settle:
         used, history = _settle(prepared, blocks, period)
@@ -178,7 +191,7 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
         }
         if timed_blocks:
             timed = p.timed(timed_blocks, period, timed_info)
-            zd_same = p.zero_delay(timed_blocks, period)
+            zd_same = zd if used == timed_blocks else p.zero_delay(timed_blocks, period)
             entry["timed"] = {"blocks": timed_blocks,
                               **_per_block(timed, timed_blocks, p.design.config.block_size)}
             entry["glitch_factor"] = {
