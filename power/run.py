@@ -238,4 +238,5 @@ def write_report(report: dict, path) -> None:
     with os.fdopen(fd, "w") as stream:
         json.dump(report, stream, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else float(o))
         stream.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
