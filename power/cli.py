@@ -33,6 +33,9 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
                      help="blocks of the timed (glitch) sample, 0 for none (default: 500)")
     run.add_argument("--period-ns", type=float, default=DEFAULT_PERIOD_NS,
                      help=f"clock period (default: {DEFAULT_PERIOD_NS:g} ns)")
+    run.add_argument("--wire-cap-pf", type=float, default=0.0, metavar="C",
+                     help="wire capacitance per fanout pin, pF (default: 0, as OpenSTA without "
+                          "parasitics)")
     run.add_argument("--liberty", default=None, metavar="FILE",
                      help="Liberty file (default: OSU 0.18 um of qflow-tech-osu018)")
     run.add_argument("--booth", action="store_true", help="Booth multipliers (synth -booth)")
@@ -100,7 +103,8 @@ def run_power(args, hardware: dict) -> int:
         designs, booth = [design], [args.booth]
     try:
         report = compare(designs, source, blocks=args.blocks, timed_blocks=args.timed_blocks,
-                         period=args.period_ns, liberty=args.liberty, booth=booth)
+                         period=args.period_ns, liberty=args.liberty, booth=booth,
+                         wire_cap=args.wire_cap_pf)
     except (SynthError, SimulationError) as error:
         print(f"strum power: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, (ToolMissing, SimulationError)) else 1

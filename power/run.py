@@ -98,6 +98,8 @@ class _Prepared:
         areas = read_liberty(find_liberty(liberty))
         self.area = sum(areas.area(kind) for _, kind, _ in self.netlist.cells)
 
+    wire_cap = 0.0
+
     def zero_delay(self, count, period, info=None):
         stimulus = pe_stimulus(self.netlist, self.layout, self.fields, count)
         if self.engine == "icarus":
@@ -106,13 +108,13 @@ class _Prepared:
         else:
             activity = verilator_activity(self.netlist, self.library, stimulus, period=period,
                                           info=info)
-        return estimate(self.netlist, activity, self.library, period=period)
+        return estimate(self.netlist, activity, self.library, period=period, wire_cap=self.wire_cap)
 
     def timed(self, count, period, info=None):
         stimulus = pe_stimulus(self.netlist, self.layout, self.fields, count)
         activity = icarus_activity(self.netlist, self.library, stimulus, period=period, timed=True,
                                    info=info)
-        return estimate(self.netlist, activity, self.library, period=period)
+        return estimate(self.netlist, activity, self.library, period=period, wire_cap=self.wire_cap)
 
 
 def _settle(prepared: list, blocks: int, period: float) -> tuple[int, list]:
@@ -136,7 +138,7 @@ def _settle(prepared: list, blocks: int, period: float) -> tuple[int, list]:
 
 def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, timed_blocks: int = 500,
             period: float = DEFAULT_PERIOD_NS, liberty=None, booth: list[bool] | None = None,
-            settle: bool = True, zero_delay_engine: str = "verilator") -> dict:
+            settle: bool = True, zero_delay_engine: str = "verilator", wire_cap: float = 0.0) -> dict:
     """Energy of each design on the same data; the first is the baseline of the reductions.
 
     Parameters
@@ -153,6 +155,9 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
         Booth multipliers per design (synth -booth).
     settle : bool
         Grow the zero-delay run until it settles (else exactly ``blocks``).
+    wire_cap : float
+        Wire capacitance per fanout pin, pF (0: pin capacitances only, as OpenSTA
+        without parasitics).
     zero_delay_engine : str
         ``verilator`` (fast once built) or ``icarus`` (no build; the same toggles, slower
         per block: for short samples of many designs).
@@ -163,6 +168,8 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "blocks" else 0):
             raise ValueError(f"{name} must be a {'positive' if name == 'blocks' else 'non-negative'} "
                              f"integer, not {value!r}")
+    if not (isinstance(wire_cap, (int, float)) and wire_cap >= 0):
+        raise ValueError(f"wire_cap must be a non-negative number of pF, not {wire_cap!r}")
     if not period > 0:
         raise ValueError(f"period must be positive, not {period!r}")
     booth = booth or [False] * len(designs)
@@ -171,6 +178,8 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
     prepared = [_Prepared(d, source, max(blocks, timed_blocks), liberty, b, x_cache, library,
                           zero_delay_engine)
                 for d, b in zip(designs, booth)]
+    for p in prepared:
+        p.wire_cap = float(wire_cap)
     if settle:
         used, history = _settle(prepared, blocks, period)
     else:
@@ -212,7 +221,7 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "data": source.describe(),
         "settings": {"period_ns": period, "input_slew_ns": 0.1, "clock_slew_ns": 0.1,
-                     "wire_cap_pf": 0.0, "voltage": library.voltage,
+                     "wire_cap_pf_per_fanout": float(wire_cap), "voltage": library.voltage,
                      "liberty": {"path": str(library.path), "sha256": library.sha256},
                      "model": "OpenSTA report_power formulas (see strum.power.energy)"},
         "settle": {"blocks": used, "criterion_points": SETTLE_POINTS, "history": history},

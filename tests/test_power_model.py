@@ -78,3 +78,13 @@ def test_function_parser_and_sensitivity():
     assert parse_function("((A^B)^C)")[0] == "xor"
     with pytest.raises(ValueError):
         parse_function("(A B")
+
+
+@needs_osu
+def test_wire_capacitance_adds_switching(reference):
+    folder, netlist, library = reference
+    activity = read_trace(folder / "mip2q_g4_real_450_zd.vcd", netlist, "tb.dut")
+    bare = estimate(netlist, activity, library, period=20.0)
+    wired = estimate(netlist, activity, library, period=20.0, wire_cap=0.002)
+    assert wired.components["switching"] > 1.05 * bare.components["switching"]
+    assert wired.components["clock"] == pytest.approx(bare.components["clock"])
