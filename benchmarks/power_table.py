@@ -34,11 +34,12 @@ DATA = {
 }
 
 
-def designs(groups, variants, register_options):
+def designs(groups, variants, register_options, isolate_options=(False,)):
     int8 = StrumConfig(scheme="int8", block_size=16, high_lanes=16)
     out = []
     for rr in register_options:
-        out.append((Design(config=int8, router_register=rr), False))
+        for iso in isolate_options:
+            out.append((Design(config=int8, router_register=rr, isolate_zero=iso), False))
         out.append((Design(config=int8, router_register=rr), True))
     for scheme in ("dliq", "mip2q"):
         for g in groups:
@@ -46,8 +47,10 @@ def designs(groups, variants, register_options):
                 if variant == "dynamic" and g != 16:
                     continue                     # the dynamic PE does not route: G changes nothing
                 for rr in register_options:
-                    config = StrumConfig(scheme=scheme, block_size=16, high_lanes=8, group_size=g)
-                    out.append((Design(config=config, variant=variant, router_register=rr), False))
+                    for iso in isolate_options if variant == "static" else (False,):
+                        config = StrumConfig(scheme=scheme, block_size=16, high_lanes=8, group_size=g)
+                        out.append((Design(config=config, variant=variant, router_register=rr,
+                                           isolate_zero=iso), False))
     return out
 
 
@@ -58,11 +61,15 @@ def main(argv=None):
     parser.add_argument("--groups", default="16,8,4")
     parser.add_argument("--variants", default="static,dynamic")
     parser.add_argument("--register", default="no,yes", help="router register: no, yes or both")
+    parser.add_argument("--isolate", default="no",
+                        help="operand isolation of zero-weight lanes: no, yes or both (no,yes)")
     parser.add_argument("--out", default="benchmarks/results/power")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file names")
     args = parser.parse_args(argv)
     groups = [int(g) for g in args.groups.split(",")]
     registers = [{"no": False, "yes": True}[r] for r in args.register.split(",")]
-    chosen = designs(groups, args.variants.split(","), registers)
+    isolate = [{"no": False, "yes": True}[r] for r in args.isolate.split(",")]
+    chosen = designs(groups, args.variants.split(","), registers, isolate)
     for name in args.data.split(","):
         start = time.perf_counter()
         report = compare([d for d, _ in chosen], DATA[name], blocks=args.blocks,
@@ -70,12 +77,12 @@ def main(argv=None):
                          zero_delay_engine="icarus")
         report["benchmark"] = {"script": "benchmarks/power_table.py", "argv": argv,
                                "seconds": round(time.perf_counter() - start, 1)}
-        write_report(report, Path(args.out) / f"power_b16_{name}.json")
+        write_report(report, Path(args.out) / f"power_b16_{name}{args.tag}.json")
         print(f"\n### {name} ({args.blocks} blocks, {report['benchmark']['seconds']} s)\n")
         print("| design | area um^2 | zero-delay pJ/block | vs int8 | timed pJ/block | vs int8 | glitch |")
         print("|---|---|---|---|---|---|---|")
         base = {rr: next(d for d in report["designs"] if d["variant"] == "int8" and not d["booth"]
-                         and d["router_register"] == rr) for rr in registers}
+                         and d["router_register"] == rr and "-iso" not in d["design"]) for rr in registers}
         for d in report["designs"]:
             b = base[d["router_register"]]
             zd, td = d["zero_delay"]["pj_per_block"], d["timed"]["pj_per_block"]

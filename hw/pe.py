@@ -64,6 +64,9 @@ class StrumPE(wiring.Component):
         Activation routing of the static PE, one of :data:`~strum.hw.router.ROUTINGS`.
     router_register : bool
         A pipeline register between the routing and the lanes (latency + 1).
+    isolate_zero : bool
+        Operand isolation of lanes whose weight (or low code) is zero: their activation
+        is held at 0, so they do not switch (int8 and static PEs; a power experiment).
 
     Attributes
     ----------
@@ -87,10 +90,12 @@ class StrumPE(wiring.Component):
     """
 
     def __init__(self, *, config: StrumConfig, variant: str | None = None, adder_stages: int = 1,
-                 routing: str = "onehot", router_register: bool = False):
+                 routing: str = "onehot", router_register: bool = False, isolate_zero: bool = False):
         with refused_quietly(self):
             if not isinstance(router_register, bool):
                 raise ConfigError(f"router_register must be a bool, not {router_register!r}")
+            if not isinstance(isolate_zero, bool):
+                raise ConfigError(f"isolate_zero must be a bool, not {isolate_zero!r}")
             variant = check_variant(config, variant)
             if (not isinstance(adder_stages, int) or isinstance(adder_stages, bool)
                     or not 0 <= adder_stages <= MAX_ADDER_STAGES):
@@ -101,6 +106,7 @@ class StrumPE(wiring.Component):
         self._config, self._variant = config, variant
         self._adder_stages, self._routing = adder_stages, routing
         self._router_register = router_register
+        self._isolate_zero = isolate_zero
         self.block_layout = pe_block_layout(config, variant)
         super().__init__({
             "blocks": In(stream.Signature(self.block_layout)),
@@ -128,6 +134,14 @@ class StrumPE(wiring.Component):
         return self._router_register
 
     @property
+    def isolate_zero(self) -> bool:
+        return self._isolate_zero
+
+    def _isolated(self, act, weight):
+        """``act``, or 0 when the weight is zero (with isolate_zero)."""
+        return Mux(weight.any(), act, 0) if self._isolate_zero else act
+
+    @property
     def latency(self) -> int:
         return self._adder_stages + 1 + int(self._router_register)
 
@@ -146,8 +160,9 @@ class StrumPE(wiring.Component):
         products = []
         for i in range(self._config.block_size):
             lane = m.submodules[f"lane_{i}"] = Int8Lane(config=self._config)
-            m.d.comb += [lane.act.eq(self._operand(m, payload.act[i], f"act_{i}")),
-                         lane.weight.eq(self._operand(m, payload.weights[i], f"weight_{i}"))]
+            weight = self._operand(m, payload.weights[i], f"weight_{i}")
+            m.d.comb += [lane.act.eq(self._isolated(self._operand(m, payload.act[i], f"act_{i}"), weight)),
+                         lane.weight.eq(weight)]
             products.append(lane.product)
         return [("lanes", products, False)]
 
@@ -165,15 +180,17 @@ class StrumPE(wiring.Component):
             m.d.comb += [router.act[i].eq(payload.act[j * G + i]) for i in range(G)]
             for r in range(h):
                 lane = m.submodules[f"high_{j * h + r}"] = Int8Lane(config=config)
-                m.d.comb += [lane.act.eq(self._operand(m, router.high[r], f"high_act_{j * h + r}")),
-                             lane.weight.eq(self._operand(m, payload.high[j * h + r],
-                                                          f"high_weight_{j * h + r}"))]
+                weight = self._operand(m, payload.high[j * h + r], f"high_weight_{j * h + r}")
+                act = self._operand(m, router.high[r], f"high_act_{j * h + r}")
+                m.d.comb += [lane.act.eq(self._isolated(act, weight)), lane.weight.eq(weight)]
                 high_products.append(lane.product)
             for r in range(l if has_low else 0):
                 lane = m.submodules[f"low_{j * l + r}"] = low_lane_class(config.scheme)(config=config)
-                m.d.comb += [lane.act.eq(self._operand(m, router.low[r], f"low_act_{j * l + r}")),
-                             lane.code.eq(self._operand(m, payload.low[j * l + r],
-                                                        f"low_code_{j * l + r}"))]
+                code = self._operand(m, payload.low[j * l + r], f"low_code_{j * l + r}")
+                act = self._operand(m, router.low[r], f"low_act_{j * l + r}")
+                # A code is zero exactly when its value is (DLIQ 0 * 2^e, MIP2Q sign + c = 0 or -0).
+                zero = code if config.scheme == "dliq" else code[:config.low_width - 1]
+                m.d.comb += [lane.act.eq(self._isolated(act, zero)), lane.code.eq(code)]
                 low_products.append(lane.product)
         return [("high", high_products, False), ("low", low_products, config.scheme == "dliq")]
 

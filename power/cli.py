@@ -39,6 +39,8 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--liberty", default=None, metavar="FILE",
                      help="Liberty file (default: OSU 0.18 um of qflow-tech-osu018)")
     run.add_argument("--booth", action="store_true", help="Booth multipliers (synth -booth)")
+    run.add_argument("--isolate-zero", action="store_true",
+                     help="operand isolation of lanes whose weight is zero (int8 and static PEs)")
     run.add_argument("--report", default=None, metavar="R.json", help="the full report")
 
 
@@ -95,7 +97,8 @@ def run_power(args, hardware: dict) -> int:
     source = _source(args)
     design = Design(kind="pe", config=hardware["config"], variant=hardware["variant"],
                     adder_stages=hardware["adder_stages"], routing=hardware.get("routing"),
-                    router_register=hardware.get("router_register", False))
+                    router_register=hardware.get("router_register", False),
+                    isolate_zero=args.isolate_zero)
     if args.kind == "compare":
         base = int8_baseline(design)
         designs, booth = [base, base, design], [False, True, args.booth]

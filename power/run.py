@@ -193,6 +193,7 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
             "config": p.design.config.to_dict(),
             "variant": p.variant, "booth": use_booth, "adder_stages": p.design.adder_stages,
             "router_register": getattr(p.design, "router_register", False),
+            "isolate_zero": getattr(p.design, "isolate_zero", False),
             "cells": len(p.netlist.cells), "area_um2": round(p.area, 1),
             "zero_delay": {"blocks": used, **_per_block(zd, used, p.design.config.block_size)},
             "timed": None, "glitch_factor": None,

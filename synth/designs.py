@@ -62,6 +62,8 @@ class Design:
     router_register : bool
         A pipeline register between the PE's routing and its lanes (see
         :class:`~strum.hw.pe.StrumPE`).
+    isolate_zero : bool
+        Zero-weight lanes hold their activation at 0 (PE only).
 
     Raises
     ------
@@ -79,6 +81,7 @@ class Design:
     rows: int = 1
     cols: int = 1
     router_register: bool = False
+    isolate_zero: bool = False
 
     def __post_init__(self):
         if self.kind not in DESIGN_KINDS:
@@ -124,7 +127,8 @@ class Design:
         array = f"-{self.rows}x{self.cols}" if self.kind == "dpu" else ""
         variant = self.variant or ("int8" if c.scheme == "int8" else "static")
         return (f"{self.kind}{array}-{c.scheme}-b{c.block_size}-h{c.high_lanes}-g{c.group_size}"
-                f"-{variant}" + ("-rr" if self.router_register else ""))
+                f"-{variant}" + ("-rr" if self.router_register else "")
+                + ("-iso" if self.isolate_zero else ""))
 
 
 def _options(design: Design) -> dict:
@@ -134,6 +138,8 @@ def _options(design: Design) -> dict:
         options["routing"] = design.routing
     if design.router_register:
         options["router_register"] = True
+    if design.isolate_zero:
+        options["isolate_zero"] = True
     return options
 
 

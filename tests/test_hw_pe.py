@@ -267,3 +267,12 @@ def test_router_register_latency():
 def test_router_register_must_be_a_bool():
     with pytest.raises(ConfigError, match="router_register must be a bool, not 1"):
         StrumPE(config=StrumConfig(), router_register=1)
+
+
+@pytest.mark.parametrize("scheme,variant", [("int8", "int8"), ("dliq", "static"), ("mip2q", "static")])
+def test_isolate_zero_is_bit_exact(scheme, variant):
+    config = StrumConfig(scheme=scheme, group_size=8 if variant == "static" else 16)
+    vectors = random_blocks(config, 600, seed=17, mean_blocks=2.0)
+    assert (vectors.weights == 0).any()
+    check(StrumPE(config=config, variant=variant, isolate_zero=True), vectors)
+    check(StrumPE(config=config, variant=variant, isolate_zero=True, router_register=True), vectors)
