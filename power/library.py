@@ -332,8 +332,8 @@ def evaluate(tree, values: dict):
     if op == "const":
         return bool(tree[1])
     if op == "not":
-        return ~evaluate(tree[1], values) if isinstance(evaluate(tree[1], values), np.ndarray) \
-            else not evaluate(tree[1], values)
+        value = evaluate(tree[1], values)
+        return ~value if isinstance(value, np.ndarray) else not value
     a, b = evaluate(tree[1], values), evaluate(tree[2], values)
     return {"and": a & b, "or": a | b, "xor": a ^ b}[op]
 

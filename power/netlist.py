@@ -20,8 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from strum.synth.designs import DUT, PARTS, Design, part_of
-from strum.synth.tools import SynthError, cache_dir, run_tool, tool_versions
+from strum.synth.designs import DUT, Design, part_of
+from strum.synth.tools import SynthError, cache_dir, run_tool
 
 __all__ = ["Netlist", "read_netlist_json", "netlist_from_verilog", "mapped_netlist", "CONST0", "CONST1"]
 
@@ -73,8 +73,6 @@ def read_netlist_json(data: dict, top: str = DUT) -> Netlist:
     module = data["modules"].get(top)
     if module is None:
         raise SynthError(f"the netlist has no module {top!r}")
-    blackboxes = {name for name, m in data["modules"].items()
-                  if name != top and m.get("attributes", {}).get("blackbox")}
     cells = []
     largest = 1
     for name, cell in sorted(module["cells"].items()):
@@ -88,7 +86,6 @@ def read_netlist_json(data: dict, top: str = DUT) -> Netlist:
             pins[pin] = _bit(bits[0])
             largest = max(largest, pins[pin])
         cells.append((name, cell["type"], pins))
-    del blackboxes
     inputs, outputs = {}, {}
     for name, port in module["ports"].items():
         bits = [_bit(b) for b in port["bits"]]

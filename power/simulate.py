@@ -23,7 +23,6 @@ Icarus is the Debian package ``iverilog`` (optional, like the OSU library).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import subprocess
