@@ -58,7 +58,7 @@ class StrumDPU(wiring.Component):
         The PEs' config.
     rows, cols : int
         R (output channels per tile) and C (output positions per tile), 1..64.
-    variant, adder_stages, routing
+    variant, adder_stages, routing, router_register
         Passed to every PE (see :class:`~strum.hw.pe.StrumPE`).
 
     Attributes
@@ -77,7 +77,8 @@ class StrumDPU(wiring.Component):
     """
 
     def __init__(self, *, config: StrumConfig, rows: int = 4, cols: int = 4,
-                 variant: str | None = None, adder_stages: int = 1, routing: str | None = None):
+                 variant: str | None = None, adder_stages: int = 1, routing: str | None = None,
+                 router_register: bool = False):
         with refused_quietly(self):
             for name, value in (("rows", rows), ("cols", cols)):
                 if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ARRAY_SIDE:
@@ -86,9 +87,12 @@ class StrumDPU(wiring.Component):
             pe_options = {"config": config, "variant": variant, "adder_stages": adder_stages}
             if routing is not None:
                 pe_options["routing"] = routing
+            if router_register:
+                pe_options["router_register"] = router_register
             # The PEs are built here, so that their parameter checks run before any hardware.
             self._pes = [[StrumPE(**pe_options) for _ in range(cols)] for _ in range(rows)]
         self._config, self._variant, self._rows, self._cols = config, variant, rows, cols
+        self._router_register = router_register
         super().__init__({
             "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols))),
             "tiles": Out(stream.Signature(dpu_tile_layout(config, rows, cols))),
@@ -97,6 +101,10 @@ class StrumDPU(wiring.Component):
     @property
     def config(self) -> StrumConfig:
         return self._config
+
+    @property
+    def router_register(self) -> bool:
+        return self._router_register
 
     @property
     def variant(self) -> str:

@@ -17,7 +17,12 @@ A DLIQ PE sums its low lanes in a tree of their own and shifts that partial sum 
 by the block shift e (:class:`~strum.hw.lanes.LowShift`).
 
 Pipeline: the lanes and routing are combinational from the stream payload; the adder
-trees hold ``adder_stages`` registers; the accumulator is the last register. One block
+trees hold ``adder_stages`` registers; the accumulator is the last register. With
+``router_register`` a register sits between the router and the lanes (the weights
+are delayed to match; in the int8 and dynamic PEs it holds the lanes' operands, so
+that both PEs have the same depth): every multiplier then sees its two operands
+change at once, which removes the glitches of late-arriving routed activations, at
+one cycle of latency. One block
 is accepted per cycle. The whole pipeline stalls (``blocks.ready`` low) while a result
 is offered and not taken, so ``blocks.ready`` depends combinationally on
 ``result.ready``.
@@ -57,6 +62,11 @@ class StrumPE(wiring.Component):
         Pipeline registers in the adder trees, 0..MAX_ADDER_STAGES.
     routing : str
         Activation routing of the static PE, one of :data:`~strum.hw.router.ROUTINGS`.
+    router_register : bool
+        A pipeline register between the routing and the lanes (latency + 1).
+    isolate_zero : bool
+        Operand isolation of lanes whose weight (or low code) is zero: their activation
+        is held at 0, so they do not switch (int8 and static PEs; a power experiment).
 
     Attributes
     ----------
@@ -67,7 +77,8 @@ class StrumPE(wiring.Component):
     latency : int
         Cycles from the cycle in which a block is transferred (``blocks.valid`` and
         ``blocks.ready`` high) to the first cycle in which the accumulator holds its
-        contribution, without stalls in between: ``adder_stages + 1``. For a block with
+        contribution, without stalls in between: ``adder_stages + 1`` (+ 1 with
+        ``router_register``). For a block with
         ``last`` set, ``result.valid`` is high from that cycle on until taken.
 
     Raises
@@ -79,8 +90,12 @@ class StrumPE(wiring.Component):
     """
 
     def __init__(self, *, config: StrumConfig, variant: str | None = None, adder_stages: int = 1,
-                 routing: str = "onehot"):
+                 routing: str = "onehot", router_register: bool = False, isolate_zero: bool = False):
         with refused_quietly(self):
+            if not isinstance(router_register, bool):
+                raise ConfigError(f"router_register must be a bool, not {router_register!r}")
+            if not isinstance(isolate_zero, bool):
+                raise ConfigError(f"isolate_zero must be a bool, not {isolate_zero!r}")
             variant = check_variant(config, variant)
             if (not isinstance(adder_stages, int) or isinstance(adder_stages, bool)
                     or not 0 <= adder_stages <= MAX_ADDER_STAGES):
@@ -90,6 +105,8 @@ class StrumPE(wiring.Component):
                 raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
         self._config, self._variant = config, variant
         self._adder_stages, self._routing = adder_stages, routing
+        self._router_register = router_register
+        self._isolate_zero = isolate_zero
         self.block_layout = pe_block_layout(config, variant)
         super().__init__({
             "blocks": In(stream.Signature(self.block_layout)),
@@ -113,8 +130,29 @@ class StrumPE(wiring.Component):
         return self._routing
 
     @property
+    def router_register(self) -> bool:
+        return self._router_register
+
+    @property
+    def isolate_zero(self) -> bool:
+        return self._isolate_zero
+
+    def _isolated(self, act, weight):
+        """``act``, or 0 when the weight is zero (with isolate_zero)."""
+        return Mux(weight.any(), act, 0) if self._isolate_zero else act
+
+    @property
     def latency(self) -> int:
-        return self._adder_stages + 1
+        return self._adder_stages + 1 + int(self._router_register)
+
+    def _operand(self, m, value, name):
+        """``value`` itself, or registered (with the pipeline's enable) with router_register."""
+        if not self._router_register:
+            return value
+        reg = Signal.like(value, name=f"{name}_q")
+        with m.If(self._advance):
+            m.d.sync += reg.eq(value)
+        return reg
 
     # -- datapath -----------------------------------------------------------------------
 
@@ -122,7 +160,9 @@ class StrumPE(wiring.Component):
         products = []
         for i in range(self._config.block_size):
             lane = m.submodules[f"lane_{i}"] = Int8Lane(config=self._config)
-            m.d.comb += [lane.act.eq(payload.act[i]), lane.weight.eq(payload.weights[i])]
+            weight = self._operand(m, payload.weights[i], f"weight_{i}")
+            m.d.comb += [lane.act.eq(self._isolated(self._operand(m, payload.act[i], f"act_{i}"), weight)),
+                         lane.weight.eq(weight)]
             products.append(lane.product)
         return [("lanes", products, False)]
 
@@ -140,26 +180,34 @@ class StrumPE(wiring.Component):
             m.d.comb += [router.act[i].eq(payload.act[j * G + i]) for i in range(G)]
             for r in range(h):
                 lane = m.submodules[f"high_{j * h + r}"] = Int8Lane(config=config)
-                m.d.comb += [lane.act.eq(router.high[r]), lane.weight.eq(payload.high[j * h + r])]
+                weight = self._operand(m, payload.high[j * h + r], f"high_weight_{j * h + r}")
+                act = self._operand(m, router.high[r], f"high_act_{j * h + r}")
+                m.d.comb += [lane.act.eq(self._isolated(act, weight)), lane.weight.eq(weight)]
                 high_products.append(lane.product)
             for r in range(l if has_low else 0):
                 lane = m.submodules[f"low_{j * l + r}"] = low_lane_class(config.scheme)(config=config)
-                m.d.comb += [lane.act.eq(router.low[r]), lane.code.eq(payload.low[j * l + r])]
+                code = self._operand(m, payload.low[j * l + r], f"low_code_{j * l + r}")
+                act = self._operand(m, router.low[r], f"low_act_{j * l + r}")
+                # A code is zero exactly when its value is (DLIQ 0 * 2^e, MIP2Q sign + c = 0 or -0).
+                zero = code if config.scheme == "dliq" else code[:config.low_width - 1]
+                m.d.comb += [lane.act.eq(self._isolated(act, zero)), lane.code.eq(code)]
                 low_products.append(lane.product)
         return [("high", high_products, False), ("low", low_products, config.scheme == "dliq")]
 
     def _dynamic_paths(self, m, payload):
         config = self._config
         high_products, low_products, merged = [], [], []
+        mask = self._operand(m, payload.mask, "mask")
         for i in range(config.block_size):
-            is_high = payload.mask[i]
-            weight = payload.weights[i]
+            is_high = mask[i]
+            weight = self._operand(m, payload.weights[i], f"weight_{i}")
+            act = self._operand(m, payload.act[i], f"act_{i}")
             high = m.submodules[f"high_{i}"] = Int8Lane(config=config)
             low = m.submodules[f"low_{i}"] = low_lane_class(config.scheme)(config=config)
             # Operand isolation: the path the mask does not choose sees only zeros.
             m.d.comb += [
-                high.act.eq(payload.act[i]), high.weight.eq(Mux(is_high, weight, 0)),
-                low.act.eq(payload.act[i]),
+                high.act.eq(act), high.weight.eq(Mux(is_high, weight, 0)),
+                low.act.eq(act),
                 low.code.eq(Mux(is_high, 0, weight.as_unsigned()[:config.low_width])),
             ]
             high_products.append(high.product)
@@ -174,7 +222,7 @@ class StrumPE(wiring.Component):
         config, stages = self._config, self._adder_stages
         payload = self.blocks.payload
 
-        advance = Signal()
+        advance = self._advance = Signal()
         m.d.comb += [advance.eq(~self.result.valid | self.result.ready),
                      self.blocks.ready.eq(advance)]
 
@@ -182,7 +230,7 @@ class StrumPE(wiring.Component):
                  "dynamic": self._dynamic_paths}[self._variant](m, payload)
 
         def delayed(value, name):
-            for stage in range(stages):
+            for stage in range(stages + int(self._router_register)):
                 reg = Signal.like(value, name=f"{name}_d{stage + 1}")
                 with m.If(advance):
                     m.d.sync += reg.eq(value)

@@ -227,7 +227,6 @@ def evaluate(model, images, labels, calibration, schemes=DEFAULT_SCHEMES, *,
 
     reference = network.run_outputs(feeds)
     first = reference[network.output_name]
-    predicted = first.argmax(axis=-1)
     act_scales = network.calibrate(calibration, percentile)
     weights = [layer.weight.size for layer in network.layers]
     report = {

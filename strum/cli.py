@@ -136,6 +136,8 @@ def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) 
                        help="pipeline registers in the adder tree (default: 1)")
     group.add_argument("--routing", choices=ROUTINGS, default=None,
                        help="activation routing of the static PE (default: the PE's)")
+    group.add_argument("--router-register", action="store_true",
+                       help="a pipeline register between the routing and the lanes (latency + 1)")
     if array:
         side = _bounded(int, 1, MAX_ARRAY_SIDE, name="a positive integer")
         group.add_argument("--rows", type=side, default=4, metavar="R", help="array rows (default: 4)")
@@ -147,6 +149,8 @@ def _hardware(args) -> dict:
     options = {"config": _config(args), "variant": args.variant, "adder_stages": args.adder_stages}
     if args.routing is not None:
         options["routing"] = args.routing
+    if getattr(args, "router_register", False):
+        options["router_register"] = True
     if hasattr(args, "rows"):
         options.update(rows=args.rows, cols=args.cols)
     return options
@@ -508,7 +512,7 @@ def _synth(args) -> int:
     from strum.synth.designs import Design
     from strum.synth.reports import breakdown_markdown
     from strum.synth.flows import synthesize
-    from strum.synth.tools import SynthError, ToolMissing
+    from strum.synth.tools import SynthError
     from strum.quant.files import write_text
 
     data_out = getattr(args, "format", "markdown") != "markdown" or getattr(args, "board", None)
@@ -520,7 +524,8 @@ def _synth(args) -> int:
     options = _hardware(args)
     design = Design(kind="dpu" if args.kind == "dpu" else "pe", config=options["config"],
                     variant=args.variant, adder_stages=args.adder_stages, routing=args.routing,
-                    rows=getattr(args, "rows", 1), cols=getattr(args, "cols", 1))
+                    rows=getattr(args, "rows", 1), cols=getattr(args, "cols", 1),
+                    router_register=args.router_register)
     try:
         if getattr(args, "board", None):
             from strum.synth.boards import build_board
@@ -570,7 +575,7 @@ def _array_size(text: str) -> tuple[int, int]:
 
 def _sweep(args) -> int:
     from strum.synth.sweep import grid, model_layers, plot_front, run_sweep, write_csv
-    from strum.synth.tools import SynthError, ToolMissing
+    from strum.synth.tools import SynthError
 
     designs, skipped = grid(
         schemes=_comma_list(args.scheme), blocks=_comma_list(args.block, int),
@@ -770,7 +775,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on a Dask scheduler at ADDRESS, or 'local' for a local cluster")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.set_defaults(run=_sweep)
+
+    power = verbs.add_parser("power", help="energy per block of a PE from gate-level activity "
+                                           "(Verilator, Icarus, Liberty tables)")
+    kinds = power.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
+    for kind, text in (("pe", "one processing element"),
+                       ("compare", "a StruM PE beside the int8 and Booth int8 PEs, same data")):
+        sub = kinds.add_parser(kind, help=text)
+        _add_hardware_options(sub)
+        from strum.power.cli import add_power_options
+        add_power_options(sub)
+        add_output(sub, "--report", default=None, metavar="R.json", help="the full report")
+        sub.set_defaults(run=_power)
     return parser
+
+
+def _power(args) -> int:
+    from strum.power.cli import run_power
+
+    return run_power(args, _hardware(args))
 
 
 # -- the error layer ------------------------------------------------------------------

@@ -59,6 +59,11 @@ class Design:
         default).
     rows, cols : int
         DPU array size (a PE is 1 x 1).
+    router_register : bool
+        A pipeline register between the PE's routing and its lanes (see
+        :class:`~strum.hw.pe.StrumPE`).
+    isolate_zero : bool
+        Zero-weight lanes hold their activation at 0 (PE only).
 
     Raises
     ------
@@ -75,6 +80,8 @@ class Design:
     routing: str | None = None
     rows: int = 1
     cols: int = 1
+    router_register: bool = False
+    isolate_zero: bool = False
 
     def __post_init__(self):
         if self.kind not in DESIGN_KINDS:
@@ -120,7 +127,8 @@ class Design:
         array = f"-{self.rows}x{self.cols}" if self.kind == "dpu" else ""
         variant = self.variant or ("int8" if c.scheme == "int8" else "static")
         return (f"{self.kind}{array}-{c.scheme}-b{c.block_size}-h{c.high_lanes}-g{c.group_size}"
-                f"-{variant}")
+                f"-{variant}" + ("-rr" if self.router_register else "")
+                + ("-iso" if self.isolate_zero else ""))
 
 
 def _options(design: Design) -> dict:
@@ -128,6 +136,10 @@ def _options(design: Design) -> dict:
                "adder_stages": design.adder_stages}
     if design.routing is not None:
         options["routing"] = design.routing
+    if design.router_register:
+        options["router_register"] = True
+    if design.isolate_zero:
+        options["isolate_zero"] = True
     return options
 
 

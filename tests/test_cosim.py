@@ -78,3 +78,10 @@ def test_generated_dpu_is_lint_clean():
 
     dpu = StrumDPU(config=StrumConfig(scheme="mip2q", block_size=8, high_lanes=4), rows=2, cols=3)
     assert lint(to_verilog(dpu, "strum_dpu"), "strum_dpu") == []
+
+
+def test_100k_blocks_with_router_register():
+    config = StrumConfig(scheme="mip2q", group_size=8)
+    pe = StrumPE(config=config, router_register=True)
+    report = simulate_pe(config, vectors=100_000, seed=9, pe=pe)
+    assert report["vectors"] == 100_000 and report["mismatches"] == 0, report.get("first_mismatch")

@@ -225,3 +225,54 @@ def test_vectors_of_another_config_are_refused():
     vectors = random_blocks(StrumConfig(scheme="dliq"), 4, seed=0)
     with pytest.raises(ValueError, match="another config"):
         run_pe(StrumPE(config=StrumConfig(scheme="mip2q")), vectors)
+
+
+@pytest.mark.parametrize("scheme,variant", [("int8", "int8"), ("dliq", "static"), ("mip2q", "static"),
+                                            ("mip2q", "dynamic")])
+def test_router_register_is_bit_exact(scheme, variant):
+    config = StrumConfig(scheme=scheme, group_size=8 if variant == "static" else 16)
+    vectors = random_blocks(config, 600, seed=13, mean_blocks=2.0)
+    pe = StrumPE(config=config, variant=variant, router_register=True)
+    assert pe.latency == StrumPE(config=config, variant=variant).latency + 1
+    check(pe, vectors)
+    check(StrumPE(config=config, variant=variant, router_register=True, adder_stages=0), vectors,
+          backpressure_seed=5)
+
+
+def test_router_register_latency():
+    config = StrumConfig(scheme="mip2q")
+    pe = StrumPE(config=config, router_register=True, adder_stages=2)
+    vectors = random_blocks(config, 1, seed=1)
+    word = pack_payloads(pe.block_layout, layout_fields(vectors, "static"))[0]
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(pe.result.ready, 0)
+        ctx.set(Value.cast(pe.blocks.payload), word)
+        ctx.set(pe.blocks.valid, 1)
+        await ctx.tick()
+        ctx.set(pe.blocks.valid, 0)
+        for cycle in range(1, 12):
+            if ctx.get(pe.result.valid):
+                seen.setdefault("cycle", cycle)
+            await ctx.tick()
+
+    sim = Simulator(pe)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == {"cycle": 4}
+
+
+def test_router_register_must_be_a_bool():
+    with pytest.raises(ConfigError, match="router_register must be a bool, not 1"):
+        StrumPE(config=StrumConfig(), router_register=1)
+
+
+@pytest.mark.parametrize("scheme,variant", [("int8", "int8"), ("dliq", "static"), ("mip2q", "static")])
+def test_isolate_zero_is_bit_exact(scheme, variant):
+    config = StrumConfig(scheme=scheme, group_size=8 if variant == "static" else 16)
+    vectors = random_blocks(config, 600, seed=17, mean_blocks=2.0)
+    assert (vectors.weights == 0).any()
+    check(StrumPE(config=config, variant=variant, isolate_zero=True), vectors)
+    check(StrumPE(config=config, variant=variant, isolate_zero=True, router_register=True), vectors)

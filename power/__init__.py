@@ -1,0 +1,1 @@
+"""Energy per block from gate-level activity (``strum power``)."""
