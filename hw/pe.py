@@ -34,7 +34,7 @@ from strum.quant.config import ConfigError, StrumConfig
 from .accumulator import Accumulator
 from .adder_tree import AdderTree
 from .lanes import Int8Lane, LowShift, low_lane_class
-from .layouts import check_variant, pe_block_layout, refused_quietly
+from .layouts import check_shared, check_variant, pe_block_layout, refused_quietly
 from .router import ROUTINGS, ActivationRouter
 
 __all__ = ["StrumPE", "MAX_ADDER_STAGES"]
@@ -57,6 +57,12 @@ class StrumPE(wiring.Component):
         Pipeline registers in the adder trees, 0..MAX_ADDER_STAGES.
     routing : str
         Activation routing of the static PE, one of :data:`~strum.hw.router.ROUTINGS`.
+    shared : str
+        What a static PE receives already done by its DPU row or the array edge, one of
+        :data:`~strum.hw.layouts.SHARINGS`: ``none`` (it decodes its mask and routes),
+        ``decode`` (one-hot selects arrive instead of the mask: the PE keeps only the
+        multiplexers; ``onehot`` routing), ``route`` (routed activations arrive: no
+        router at all, as with masks shared by the rows or fixed lane positions).
 
     Attributes
     ----------
@@ -79,7 +85,7 @@ class StrumPE(wiring.Component):
     """
 
     def __init__(self, *, config: StrumConfig, variant: str | None = None, adder_stages: int = 1,
-                 routing: str = "onehot"):
+                 routing: str = "onehot", shared: str = "none"):
         with refused_quietly(self):
             variant = check_variant(config, variant)
             if (not isinstance(adder_stages, int) or isinstance(adder_stages, bool)
@@ -88,9 +94,11 @@ class StrumPE(wiring.Component):
                                   f"not {adder_stages!r}")
             if routing not in ROUTINGS:
                 raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
+            check_shared(config, variant, routing, shared)
+        self._shared = shared
         self._config, self._variant = config, variant
         self._adder_stages, self._routing = adder_stages, routing
-        self.block_layout = pe_block_layout(config, variant)
+        self.block_layout = pe_block_layout(config, variant, shared)
         super().__init__({
             "blocks": In(stream.Signature(self.block_layout)),
             "result": Out(stream.Signature(signed(config.acc_width))),
@@ -113,6 +121,10 @@ class StrumPE(wiring.Component):
         return self._routing
 
     @property
+    def shared(self) -> str:
+        return self._shared
+
+    @property
     def latency(self) -> int:
         return self._adder_stages + 1
 
@@ -133,18 +145,30 @@ class StrumPE(wiring.Component):
         has_low = config.scheme != "zero" and config.low_lanes > 0
         high_products, low_products = [], []
         for j in range(groups):
-            router = m.submodules[f"router_{j}"] = ActivationRouter(
-                group_size=G, high=h, act_width=config.act_width, routing=self._routing,
-                route_low=has_low)
-            m.d.comb += router.mask.eq(payload.mask[j * G:(j + 1) * G])
-            m.d.comb += [router.act[i].eq(payload.act[j * G + i]) for i in range(G)]
+            if self._shared == "route":          # routed at the array edge: no router here
+                high_act = [payload.high_act[j * h + r] for r in range(h)]
+                low_act = [payload.low_act[j * l + r] for r in range(l if has_low else 0)]
+            else:
+                router = m.submodules[f"router_{j}"] = ActivationRouter(
+                    group_size=G, high=h, act_width=config.act_width, routing=self._routing,
+                    route_low=has_low, decoded=self._shared == "decode")
+                if self._shared == "decode":
+                    m.d.comb += [router.high_select[r].eq(payload.high_select[j * h + r])
+                                 for r in range(h)]
+                    m.d.comb += [router.low_select[r].eq(payload.low_select[j * l + r])
+                                 for r in range(l if has_low else 0)]
+                else:
+                    m.d.comb += router.mask.eq(payload.mask[j * G:(j + 1) * G])
+                m.d.comb += [router.act[i].eq(payload.act[j * G + i]) for i in range(G)]
+                high_act = [router.high[r] for r in range(h)]
+                low_act = [router.low[r] for r in range(l if has_low else 0)]
             for r in range(h):
                 lane = m.submodules[f"high_{j * h + r}"] = Int8Lane(config=config)
-                m.d.comb += [lane.act.eq(router.high[r]), lane.weight.eq(payload.high[j * h + r])]
+                m.d.comb += [lane.act.eq(high_act[r]), lane.weight.eq(payload.high[j * h + r])]
                 high_products.append(lane.product)
             for r in range(l if has_low else 0):
                 lane = m.submodules[f"low_{j * l + r}"] = low_lane_class(config.scheme)(config=config)
-                m.d.comb += [lane.act.eq(router.low[r]), lane.code.eq(payload.low[j * l + r])]
+                m.d.comb += [lane.act.eq(low_act[r]), lane.code.eq(payload.low[j * l + r])]
                 low_products.append(lane.product)
         return [("high", high_products, False), ("low", low_products, config.scheme == "dliq")]
 

@@ -1,0 +1,112 @@
+"""Work a DPU row or the array edge does once: shared masks (quantizer, image) and the
+DPU's row decoders and edge routers, bit for bit against the golden model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from strum.hw.dpu import StrumDPU
+from strum.hw.pe import StrumPE
+from strum.quant.config import ConfigError, StrumConfig
+from strum.quant.datasets import default_model_path
+from strum.quant.errors import InputError
+from strum.quant.image import ImageError, image_to_weights, read_image
+from strum.quant.onnx_io import load_layers
+from strum.quant.quantize import quantize
+from strum.sim.layer import input_shape, prepare_layer, random_input, simulate_layer, simulate_model_layers
+
+SMALL = StrumConfig(block_size=8, high_lanes=4)
+
+
+def _naive_shared_mask(q8, B, H, G, K):
+    """Loop reference: the H*G/B lanes of largest summed |q8| per group, ties to the lower lane."""
+    channels, length = q8.shape
+    nb = -(-length // B)
+    padded = np.zeros((channels, nb * B), np.int64)
+    padded[:, :length] = q8
+    mask = np.zeros_like(padded, dtype=bool)
+    per_group = H * G // B
+    for first in range(0, channels, K):
+        total = np.abs(padded[first:first + K]).sum(axis=0)
+        for start in range(0, nb * B, G):
+            lanes = sorted(range(G), key=lambda i: (-total[start + i], i))[:per_group]
+            for i in lanes:
+                mask[first:first + K, start + i] = True
+    return mask[:, :length]
+
+
+@pytest.mark.parametrize("scheme, K, G", [("dliq", 2, 8), ("mip2q", 3, 4), ("zero", 7, 8)])
+def test_shared_masks_are_selected_jointly(scheme, K, G):
+    rng = np.random.default_rng(K)
+    weights = rng.laplace(size=(7, 15)).astype(np.float32)        # linear: 7 channels, 15 lanes
+    weights[2, 4] = 0.0
+    config = StrumConfig(scheme=scheme, block_size=8, high_lanes=4, group_size=G, mask_share=K)
+    q = quantize(weights, config)
+    q8 = np.clip(np.round(weights / (np.abs(weights).max(1, keepdims=True) / 127)), -127, 127)
+    assert np.array_equal(q.mask, _naive_shared_mask(q8.astype(np.int64), 8, 4, G, K))
+    # The image stores each mask once, and reads back to the same weights.
+    alone = quantize(weights, config.replace(mask_share=1))
+    blocks, groups = 2, -(-7 // K)
+    assert (alone.packed.size - q.packed.size) == pytest.approx(
+        (7 - groups) * blocks * config.mask_bytes, abs=64)         # headers differ a little
+    assert q.bits_per_weight == pytest.approx(alone.bits_per_weight - (7 - groups) * blocks * 8 / weights.size)
+    read_config, w_int, mask = image_to_weights(q.packed)
+    assert read_config == config and np.array_equal(w_int, q.w_int) and np.array_equal(mask, q.mask)
+
+
+def test_old_image_versions_are_refused_by_name():
+    image = bytearray(quantize(np.ones((2, 16), np.float32), StrumConfig()).packed.tobytes())
+    image[8:10] = (1).to_bytes(2, "little")
+    with pytest.raises(ImageError, match="version is 1, this strum reads version 2 only"):
+        read_image(bytes(image))
+
+
+@pytest.mark.parametrize("bad", [0, 65, 2.0, True])
+def test_bad_mask_share_is_refused(bad):
+    with pytest.raises(ConfigError, match="mask_share"):
+        StrumConfig(mask_share=bad)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"shared": "edge"}, "shared must be one of"),
+    ({"shared": "decode", "routing": "network"}, "needs routing 'onehot'"),
+    ({"shared": "route", "variant": "dynamic"}, "option of the static PE"),
+])
+def test_bad_shared_options_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        StrumPE(config=SMALL, **kwargs)
+
+
+def test_route_sharing_needs_whole_mask_groups_per_tile():
+    with pytest.raises(ConfigError, match="rows=3 must be a multiple of mask_share=2"):
+        StrumDPU(config=SMALL.replace(mask_share=2), rows=3, cols=2, shared="route")
+
+
+#: Small PEs keep the Verilator builds short; G = 2 gives two routers per block.
+TINY = StrumConfig(block_size=4, high_lanes=2, group_size=2)
+
+
+@pytest.mark.parametrize("shared, K", [("decode", 1), ("route", 2)])
+def test_shared_dpu_runs_every_digits_layer_bit_exact(shared, K):
+    config = TINY.replace(mask_share=K)
+    reports = simulate_model_layers(default_model_path(), "all",
+                                    {"config": config, "rows": 2, "cols": 3, "shared": shared},
+                                    data="digits", progress=False)
+    assert len(reports) == 5 and all(r["mismatches"] == 0 and r["outputs"] > 0 for r in reports)
+
+
+def test_edge_routing_with_unshared_masks_is_caught():
+    # Weights quantized with a mask per channel, routed as if rows shared them: wrong.
+    layer = load_layers(default_model_path())[2]
+    job = prepare_layer(layer, TINY, random_input(input_shape(layer), 1))
+    job = dataclasses.replace(job, config=TINY.replace(mask_share=2))      # the build above
+    report = simulate_layer(job, rows=2, cols=3, shared="route")
+    assert report["mismatches"] > 0
+
+
+def test_grouped_layer_that_splits_mask_groups_is_refused():
+    layer = load_layers(default_model_path())[2]
+    job = prepare_layer(layer, SMALL.replace(mask_share=5), random_input(input_shape(layer), 1))
+    with pytest.raises(InputError, match="not a multiple of mask_share=5"):
+        simulate_layer(job, rows=5, cols=1, shared="route")
