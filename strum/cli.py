@@ -44,13 +44,16 @@ def _add_config_options(parser: argparse.ArgumentParser, schemes=SCHEMES) -> Non
     group.add_argument("--max-reduction", type=int, default=None, metavar="N",
                        help="longest reduction vector the accumulator must hold "
                             "(default: as long as W allows)")
+    group.add_argument("--mask-share", type=int, default=1, metavar="K",
+                       help="consecutive output channels sharing one mask (default: 1)")
 
 
 def _config(args) -> StrumConfig:
     high = args.high if args.high is not None else args.block // 2
     return StrumConfig(scheme=args.scheme, block_size=args.block, high_lanes=high,
                        group_size=args.group, rounding=args.rounding,
-                       acc_width=args.acc_width, max_reduction_length=args.max_reduction)
+                       acc_width=args.acc_width, max_reduction_length=args.max_reduction,
+                       mask_share=args.mask_share)
 
 
 def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) -> None:
@@ -64,6 +67,9 @@ def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) 
                        help="pipeline registers in the adder tree (default: 1)")
     group.add_argument("--routing", choices=ROUTINGS, default=None,
                        help="activation routing of the static PE (default: the PE's)")
+    group.add_argument("--shared", choices=("none", "decode", "route"), default="none",
+                       help="static PE: mask decoding (decode) or routing (route) done once per "
+                            "DPU row / at the array edge, not in the PE (default: none)")
     if array:
         group.add_argument("--rows", type=int, default=4, metavar="R", help="array rows (default: 4)")
         group.add_argument("--cols", type=int, default=4, metavar="C", help="array columns (default: 4)")
@@ -74,6 +80,8 @@ def _hardware(args) -> dict:
     options = {"config": _config(args), "variant": args.variant, "adder_stages": args.adder_stages}
     if args.routing is not None:
         options["routing"] = args.routing
+    if getattr(args, "shared", "none") != "none":
+        options["shared"] = args.shared
     if hasattr(args, "rows"):
         options.update(rows=args.rows, cols=args.cols)
     return options
@@ -149,7 +157,7 @@ def _generate(args) -> int:
         component = StrumDPU(**options)
     described = {"config": options["config"].to_dict(), "kind": args.kind,
                  "variant": component.variant, "adder_stages": args.adder_stages,
-                 "latency": component.latency}
+                 "latency": component.latency, "shared": args.shared}
     if args.kind == "dpu":
         described.update(rows=args.rows, cols=args.cols)
     paths = write_design(component, args.kind, Path(args.output), described)
@@ -174,6 +182,9 @@ def _simulate(args) -> int:
         from strum.sim.cosim import simulate_pe
 
         options = _hardware(args)
+        if options.get("shared", "none") != "none":
+            raise ValueError(f"--shared {args.shared}: the PE's inputs then come from a DPU row; "
+                             f"co-simulate it with 'strum simulate layer' (the DPU)")
         pe = StrumPE(**options)
         report = simulate_pe(options["config"], vectors=args.vectors, seed=args.seed,
                              backend=args.backend, vcd=args.vcd, backpressure=args.backpressure, pe=pe)
@@ -269,13 +280,25 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
                        help=f"nextpnr target clock (default: {DEFAULT_TARGET_MHZ})")
     group.add_argument("--flatten", action="store_true",
                        help="optimise across the hierarchy (no breakdown by part)")
-    group.add_argument("--booth", action="store_true", help="Booth multipliers (generic, asic)")
+    group.add_argument("--booth", action="store_true",
+                       help="Booth multipliers (generic, asic); same as --multiplier booth")
+    group.add_argument("--multiplier", choices=("best", "array", "booth"), default="best",
+                       help="compare, sweep: the int8 baseline's multipliers, used by the StruM "
+                            "design too; best: the smaller int8 design (default: best)")
     group.add_argument("--no-cache", action="store_true", help="synthesize even if cached")
 
 
 def _synth_options(args) -> dict:
     return {"liberty": args.liberty, "seeds": args.seeds, "target_mhz": args.target_mhz,
-            "flatten": args.flatten, "booth": args.booth, "cache": not args.no_cache}
+            "flatten": args.flatten, "booth": args.booth or args.multiplier == "booth",
+            "cache": not args.no_cache}
+
+
+def _comparison_options(args) -> dict:
+    """compare and sweep: the multiplier kind instead of a fixed booth flag."""
+    options = _synth_options(args)
+    del options["booth"]
+    return dict(options, multiplier="booth" if args.booth else args.multiplier)
 
 
 def _synth(args) -> int:
@@ -289,7 +312,8 @@ def _synth(args) -> int:
     options = _hardware(args)
     design = Design(kind="dpu" if args.kind == "dpu" else "pe", config=options["config"],
                     variant=args.variant, adder_stages=args.adder_stages, routing=args.routing,
-                    rows=getattr(args, "rows", 1), cols=getattr(args, "cols", 1))
+                    rows=getattr(args, "rows", 1), cols=getattr(args, "cols", 1),
+                    shared=args.shared)
     try:
         if getattr(args, "board", None):
             from strum.synth.boards import build_board
@@ -298,7 +322,7 @@ def _synth(args) -> int:
                                                              "fmax_mhz", "utilization")}, indent=1))
             return 0
         if args.kind == "compare":
-            result = compare(design, args.flow, **_synth_options(args))
+            result = compare(design, args.flow, **_comparison_options(args))
             if args.report:
                 _write_json(args.report, result)
             text = comparison_table(result, args.format)
@@ -342,7 +366,8 @@ def _sweep(args) -> int:
         highs=_comma_list(args.high, int), groups=_comma_list(args.group, int),
         variants=_comma_list(args.variant), routings=_comma_list(args.routing),
         arrays=[_array_size(a) for a in _comma_list(args.array)], rounding=args.rounding,
-        acc_width=args.acc_width, adder_stages=args.adder_stages)
+        acc_width=args.acc_width, adder_stages=args.adder_stages,
+        shareds=_comma_list(args.shared), mask_shares=_comma_list(args.mask_share, int))
     for note in skipped:
         print(f"skipped {note}", file=sys.stderr)
     if not designs:
@@ -357,7 +382,7 @@ def _sweep(args) -> int:
             executor = client.get_executor()
         result = run_sweep(designs, args.flow, layers=layers, executor=executor,
                            workers=args.workers, progress=not args.no_progress,
-                           **_synth_options(args))
+                           **_comparison_options(args))
     except SynthError as error:
         print(f"strum sweep: error: {error}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, ToolMissing) else 1
@@ -492,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--rounding", default="haz", choices=ROUNDINGS)
     grid.add_argument("--acc-width", type=int, default=32, metavar="W")
     grid.add_argument("--adder-stages", type=int, default=1, metavar="N")
+    grid.add_argument("--shared", default="none", help="none, decode, route (default: none)")
+    grid.add_argument("--mask-share", default="1", metavar="K,...", help="(default: 1)")
     _add_synth_options(sweep)
     sweep.add_argument("--model", default="mnist",
                        help="weight SQNR on: mnist, digits, silero, a model file, or none "

@@ -59,6 +59,10 @@ class Design:
         default).
     rows, cols : int
         DPU array size (a PE is 1 x 1).
+    shared : str
+        What a PE receives already done by its row or the array edge
+        (:data:`~strum.hw.layouts.SHARINGS`): a PE then leaves that part out; a DPU
+        builds it once per row (``decode``) or per column and mask group (``route``).
 
     Raises
     ------
@@ -75,6 +79,7 @@ class Design:
     routing: str | None = None
     rows: int = 1
     cols: int = 1
+    shared: str = "none"
 
     def __post_init__(self):
         if self.kind not in DESIGN_KINDS:
@@ -92,9 +97,14 @@ class Design:
         from strum.hw.layouts import check_variant
         from strum.hw.pe import MAX_ADDER_STAGES
         from strum.hw.router import ROUTINGS
-        check_variant(self.config, self.variant)
+        from strum.hw.layouts import check_shared
+        variant = check_variant(self.config, self.variant)
         if self.routing is not None and self.routing not in ROUTINGS:
             raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {self.routing!r}")
+        check_shared(self.config, variant, self.routing or "onehot", self.shared)
+        if self.kind == "dpu" and self.shared == "route" and self.rows % self.config.mask_share:
+            raise ConfigError(f"rows={self.rows} must be a multiple of mask_share="
+                              f"{self.config.mask_share}: the rows sharing one mask route together")
         if (not isinstance(self.adder_stages, int) or isinstance(self.adder_stages, bool)
                 or not 0 <= self.adder_stages <= MAX_ADDER_STAGES):
             raise ConfigError(f"adder_stages must be an integer from 0 to {MAX_ADDER_STAGES}, "
@@ -119,8 +129,10 @@ class Design:
         c = self.config
         array = f"-{self.rows}x{self.cols}" if self.kind == "dpu" else ""
         variant = self.variant or ("int8" if c.scheme == "int8" else "static")
+        shared = "" if self.shared == "none" else f"-shared-{self.shared}"
+        share = "" if c.mask_share == 1 else f"-k{c.mask_share}"
         return (f"{self.kind}{array}-{c.scheme}-b{c.block_size}-h{c.high_lanes}-g{c.group_size}"
-                f"-{variant}")
+                f"{share}-{variant}{shared}")
 
 
 def _options(design: Design) -> dict:
@@ -128,6 +140,8 @@ def _options(design: Design) -> dict:
                "adder_stages": design.adder_stages}
     if design.routing is not None:
         options["routing"] = design.routing
+    if design.shared != "none":
+        options["shared"] = design.shared
     return options
 
 
@@ -247,8 +261,8 @@ _PART_PATTERNS = (
     (re.compile(r"(lane|high)_\d+"), "int8_lanes"),       # int8 PE lanes, high lanes: 8x8
     (re.compile(r"low_\d+"), "low_lanes"),                # DLIQ 4x8, MIP2Q shift-and-negate
     (re.compile(r"low_shift"), "low_shift"),
-    (re.compile(r"mask_decoder"), "mask_decoder"),
-    (re.compile(r"router_\d+"), "router"),
+    (re.compile(r"mask_decoder(_\d+)*"), "mask_decoder"),   # a DPU's row decoders: _<row>_<group>
+    (re.compile(r"router(_\d+)+"), "router"),               # a DPU's edge routers: _<rows>_<col>_<group>
     (re.compile(r"\w+_tree"), "adder_tree"),
     (re.compile(r"accumulator"), "accumulator"),
 )

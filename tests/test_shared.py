@@ -110,3 +110,37 @@ def test_grouped_layer_that_splits_mask_groups_is_refused():
     job = prepare_layer(layer, SMALL.replace(mask_share=5), random_input(input_shape(layer), 1))
     with pytest.raises(InputError, match="not a multiple of mask_share=5"):
         simulate_layer(job, rows=5, cols=1, shared="route")
+
+
+# -- fixed high lanes through an input-channel permutation -----------------------------
+
+def test_fixed_lanes_keep_the_strongest_channels_high_and_the_same_function():
+    from strum.quant.fixed import fixed_lane_mask, plan_fixed, quantize_fixed
+    from strum.quant.blocks import to_blocks, to_reduction
+
+    rng = np.random.default_rng(4)
+    config = StrumConfig(block_size=8, high_lanes=4, group_size=4)
+    w1 = rng.normal(size=(16, 5)).astype(np.float32)             # layer 1: 5 -> 16
+    w2 = rng.normal(size=(6, 16, 3)).astype(np.float32) * rng.uniform(0.1, 3, size=(1, 16, 1))
+    plan = plan_fixed(w2, config)
+    assert plan.permuted and sorted(plan.order) == list(range(16))
+    energy = (w2.astype(np.float64) ** 2).sum(axis=(0, 2))
+    high_channels = plan.order[np.resize(fixed_lane_mask(config), 16)]
+    assert energy[high_channels].min() >= energy[np.setdiff1d(np.arange(16), high_channels)].max()
+    # Permuting layer 1's outputs and layer 2's inputs alike computes the same function.
+    x = rng.normal(size=(5, 7))
+    hidden = np.maximum(w1 @ x, 0)[:, None, :].repeat(3, axis=1)      # [16, 3, 7]
+    y = np.einsum("kcr,crp->kp", w2, hidden)
+    y_perm = np.einsum("kcr,crp->kp", w2[:, plan.order], np.maximum(w1[plan.order] @ x, 0)[:, None, :].repeat(3, 1))
+    assert np.allclose(y, y_perm)
+    # The quantized weight, permuted, has the fixed lane pattern in every block, and
+    # equals the quantizer's own rule on the permuted weights with that mask.
+    q = quantize_fixed(w2, config, plan)
+    blocks = to_blocks(to_reduction(np.take(q.mask, plan.order, axis=1)), 8)
+    assert (blocks == fixed_lane_mask(config)).all()
+    int8 = quantize(w2, StrumConfig(scheme="int8", block_size=8, high_lanes=8))
+    assert np.array_equal(q.scale, int8.scale) and q.mask.mean() == 0.5
+    assert np.array_equal(q.w_int[q.mask], int8.w_int[q.mask])          # high lanes: q8
+    assert not np.array_equal(q.w_int[~q.mask], int8.w_int[~q.mask])    # low lanes: DLIQ
+    # First layers (C < B) keep natural order.
+    assert not plan_fixed(rng.normal(size=(4, 1, 3, 3)), config).permuted
