@@ -182,9 +182,6 @@ def _simulate(args) -> int:
         from strum.sim.cosim import simulate_pe
 
         options = _hardware(args)
-        if options.get("shared", "none") != "none":
-            raise ValueError(f"--shared {args.shared}: the PE's inputs then come from a DPU row; "
-                             f"co-simulate it with 'strum simulate layer' (the DPU)")
         pe = StrumPE(**options)
         report = simulate_pe(options["config"], vectors=args.vectors, seed=args.seed,
                              backend=args.backend, vcd=args.vcd, backpressure=args.backpressure, pe=pe)
