@@ -158,3 +158,23 @@ def test_fixed_lanes_keep_the_strongest_channels_high_and_the_same_function():
     assert not np.array_equal(q.w_int[~q.mask], int8.w_int[~q.mask])    # low lanes: DLIQ
     # First layers (C < B) keep natural order.
     assert not plan_fixed(rng.normal(size=(4, 1, 3, 3)), config).permuted
+
+
+def test_cli_quantizes_with_shared_masks(tmp_path, capsys):
+    from strum.cli import main
+
+    weights = np.random.default_rng(0).normal(size=(8, 32)).astype(np.float32)
+    np.save(tmp_path / "w.npy", weights)
+    outputs = {}
+    for K in (1, 4):
+        out = tmp_path / f"k{K}.npz"
+        assert main(["quantize", str(tmp_path / "w.npy"), "-o", str(out), "--mask-share", str(K)]) == 0
+        outputs[K] = np.load(out)
+        assert main(["inspect", str(out)]) == 0
+    mask = [outputs[4][name] for name in outputs[4].files if name.endswith("/mask")][0]
+    assert (mask.reshape(2, 4, 32) == mask[::4][:, None]).all()           # one mask per 4 channels
+    packed = [name for name in outputs[1].files if name.endswith("/packed")][0]
+    assert outputs[4][packed].size < outputs[1][packed].size
+    assert main(["quantize", str(tmp_path / "w.npy"), "-o", str(tmp_path / "bad.npz"),
+                 "--mask-share", "0"]) == 2
+    assert "mask_share must be an integer from 1 to 64, not 0" in capsys.readouterr().err
