@@ -178,3 +178,12 @@ def test_cli_quantizes_with_shared_masks(tmp_path, capsys):
     assert main(["quantize", str(tmp_path / "w.npy"), "-o", str(tmp_path / "bad.npz"),
                  "--mask-share", "0"]) == 2
     assert "mask_share must be an integer from 1 to 64, not 0" in capsys.readouterr().err
+
+
+def test_eval_scheme_spec_names_the_mask_share():
+    from strum.quant.evaluate import parse_scheme, scheme_label
+
+    config = parse_scheme("dliq:h8:k4")
+    assert config.mask_share == 4 and scheme_label(config) == "dliq:h8:k4"
+    with pytest.raises(ConfigError, match="mask_share"):
+        parse_scheme("dliq:k0")
