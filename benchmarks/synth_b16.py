@@ -7,6 +7,8 @@ in docs/synthesis.md and the README come from::
 
     python benchmarks/synth_b16.py --markdown b16.md --json b16.json
 
+This table fixes the multiplier kind (arrays, or Booth with ``--booth``);
+``benchmarks/synth_dpu.py`` compares every option with the strongest int8 design.
 Syntheses are cached (``$STRUM_CACHE/synth``), so a second run takes seconds. With
 ``--flatten`` the flows optimise across the hierarchy (no breakdown; about 5 minutes
 per PE instead of 5 seconds).
@@ -42,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, metavar="OUT.json")
     args = parser.parse_args(argv)
     flows = args.flows.split(",")
+    # One multiplier kind for both designs, as given (array unless --booth): the
+    # strongest-baseline comparison of every option is benchmarks/synth_dpu.py.
     options = {"flatten": args.flatten, "booth": args.booth}
     designs, _ = grid(schemes=("dliq", "mip2q"), blocks=(16,), groups=(16, 8, 4),
                       routings=(args.routing,))

@@ -60,6 +60,16 @@ class StrumDPU(wiring.Component):
         R (output channels per tile) and C (output positions per tile), 1..64.
     variant, adder_stages, routing, router_register
         Passed to every PE (see :class:`~strum.hw.pe.StrumPE`).
+    shared : str
+        What the array does once for several PEs (static PEs; see
+        :data:`~strum.hw.layouts.SHARINGS`): ``none`` (every PE decodes and routes),
+        ``decode`` (one mask decoder per row and selection group, its one-hot selects
+        go to the row's PEs, which keep only the multiplexers), ``route`` (one router
+        per column, selection group and set of ``config.mask_share`` rows at the array
+        edge: rows k0 + qK .. k0 + qK + K - 1 share their masks, so their activations are
+        routed once, with the mask of row qK; the PEs have no router). The ``steps``
+        layout is the same for every option: with ``route``, only the mask of each set's
+        first row is read.
 
     Attributes
     ----------
@@ -78,7 +88,7 @@ class StrumDPU(wiring.Component):
 
     def __init__(self, *, config: StrumConfig, rows: int = 4, cols: int = 4,
                  variant: str | None = None, adder_stages: int = 1, routing: str | None = None,
-                 router_register: bool = False):
+                 shared: str = "none", router_register: bool = False):
         with refused_quietly(self):
             for name, value in (("rows", rows), ("cols", cols)):
                 if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ARRAY_SIDE:
@@ -89,10 +99,16 @@ class StrumDPU(wiring.Component):
                 pe_options["routing"] = routing
             if router_register:
                 pe_options["router_register"] = router_register
+            if shared != "none":
+                pe_options["shared"] = shared
+                if shared == "route" and rows % config.mask_share:
+                    raise ConfigError(f"rows={rows} must be a multiple of mask_share="
+                                      f"{config.mask_share}: the rows sharing one mask route together")
             # The PEs are built here, so that their parameter checks run before any hardware.
             self._pes = [[StrumPE(**pe_options) for _ in range(cols)] for _ in range(rows)]
         self._config, self._variant, self._rows, self._cols = config, variant, rows, cols
         self._router_register = router_register
+        self._shared = shared
         super().__init__({
             "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols))),
             "tiles": Out(stream.Signature(dpu_tile_layout(config, rows, cols))),
@@ -127,6 +143,10 @@ class StrumDPU(wiring.Component):
         return self._pes[0][0].routing
 
     @property
+    def shared(self) -> str:
+        return self._shared
+
+    @property
     def latency(self) -> int:
         return self._pes[0][0].latency
 
@@ -149,16 +169,21 @@ class StrumDPU(wiring.Component):
         with m.If(take):
             m.d.sync += starting.eq(steps.payload.last)
 
+        pe_fields = {name for name, _ in everyone[0][2].block_layout}
+        shared_inputs = self._shared_inputs(m)
         for r, c, pe in everyone:
             block = pe.blocks.payload
             m.d.comb += [
                 pe.blocks.valid.eq(take),
-                block.act.eq(steps.payload.act[c]),
                 block.first.eq(starting),
                 block.last.eq(steps.payload.last),
             ]
+            if "act" in pe_fields:
+                m.d.comb += block.act.eq(steps.payload.act[c])
             m.d.comb += [getattr(block, name).eq(getattr(steps.payload.weights[r], name))
-                         for name in weight_fields]
+                         for name in weight_fields if name in pe_fields]
+            for name, values in shared_inputs(r, c).items():
+                m.d.comb += [getattr(block, name)[i].eq(value) for i, value in enumerate(values)]
 
         # Every PE sees the same steps, so their results are valid in the same cycle.
         m.d.comb += tiles.valid.eq(Cat(pe.result.valid for _, _, pe in everyone).all())
@@ -167,3 +192,41 @@ class StrumDPU(wiring.Component):
                          pe.result.ready.eq(tiles.valid & tiles.ready)]
         return m
 
+    def _shared_inputs(self, m):
+        """Build the row decoders or edge routers; return ``(r, c) -> {PE field: values}``."""
+        from .mask_decoder import MaskDecoder
+        from .router import ActivationRouter
+
+        config, weights, act = self._config, self.steps.payload.weights, self.steps.payload.act
+        G, groups = config.group_size, config.groups_per_block
+        h, l = config.high_per_group, config.group_size - config.high_per_group
+        has_low = config.scheme in ("dliq", "mip2q") and config.low_lanes > 0
+        low_groups = groups if has_low else 0
+        if self._shared == "decode":
+            selects = {}
+            for r in range(self._rows):
+                high, low = [], []
+                for j in range(groups):
+                    decoder = m.submodules[f"mask_decoder_{r}_{j}"] = MaskDecoder(
+                        group_size=G, high=h, encoding="onehot")
+                    m.d.comb += decoder.mask.eq(weights[r].mask[j * G:(j + 1) * G])
+                    high += [decoder.high_select[i] for i in range(h)]
+                    low += [decoder.low_select[i] for i in range(l)] if j < low_groups else []
+                selects[r] = {"high_select": high, "low_select": low}
+            return lambda r, c: {k: v for k, v in selects[r].items() if v}
+        if self._shared == "route":
+            K, routed = config.mask_share, {}
+            for q in range(self._rows // K):
+                for c in range(self._cols):
+                    high, low = [], []
+                    for j in range(groups):
+                        router = m.submodules[f"router_{q}_{c}_{j}"] = ActivationRouter(
+                            group_size=G, high=h, act_width=config.act_width,
+                            routing=self.routing, route_low=has_low)
+                        m.d.comb += router.mask.eq(weights[q * K].mask[j * G:(j + 1) * G])
+                        m.d.comb += [router.act[i].eq(act[c][j * G + i]) for i in range(G)]
+                        high += [router.high[i] for i in range(h)]
+                        low += [router.low[i] for i in range(l)] if has_low else []
+                    routed[q, c] = {"high_act": high, "low_act": low}
+            return lambda r, c: {k: v for k, v in routed[r // K, c].items() if v}
+        return lambda r, c: {}

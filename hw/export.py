@@ -65,8 +65,8 @@ def payload_fields(shape: Any) -> dict[str, FieldSpec]:
 
 
 #: Component attributes that, with its class, determine the hardware it builds.
-_PARAMETERS = ("config", "variant", "adder_stages", "routing", "rows", "cols", "router_register",
-               "isolate_zero")
+_PARAMETERS = ("config", "variant", "adder_stages", "routing", "rows", "cols", "shared",
+               "router_register", "isolate_zero")
 
 
 def _design_key(component, name: str) -> str | None:

@@ -39,7 +39,7 @@ from strum.quant.config import ConfigError, StrumConfig
 from .accumulator import Accumulator
 from .adder_tree import AdderTree
 from .lanes import Int8Lane, LowShift, low_lane_class
-from .layouts import check_variant, pe_block_layout, refused_quietly
+from .layouts import check_shared, check_variant, pe_block_layout, refused_quietly
 from .router import ROUTINGS, ActivationRouter
 
 __all__ = ["StrumPE", "MAX_ADDER_STAGES"]
@@ -67,6 +67,12 @@ class StrumPE(wiring.Component):
     isolate_zero : bool
         Operand isolation of lanes whose weight (or low code) is zero: their activation
         is held at 0, so they do not switch (int8 and static PEs; a power experiment).
+    shared : str
+        What a static PE receives already done by its DPU row or the array edge, one of
+        :data:`~strum.hw.layouts.SHARINGS`: ``none`` (it decodes its mask and routes),
+        ``decode`` (one-hot selects arrive instead of the mask: the PE keeps only the
+        multiplexers; ``onehot`` routing), ``route`` (routed activations arrive: no
+        router at all, as with masks shared by the rows or fixed lane positions).
 
     Attributes
     ----------
@@ -90,7 +96,8 @@ class StrumPE(wiring.Component):
     """
 
     def __init__(self, *, config: StrumConfig, variant: str | None = None, adder_stages: int = 1,
-                 routing: str = "onehot", router_register: bool = False, isolate_zero: bool = False):
+                 routing: str = "onehot", shared: str = "none", router_register: bool = False,
+                 isolate_zero: bool = False):
         with refused_quietly(self):
             if not isinstance(router_register, bool):
                 raise ConfigError(f"router_register must be a bool, not {router_register!r}")
@@ -103,11 +110,13 @@ class StrumPE(wiring.Component):
                                   f"not {adder_stages!r}")
             if routing not in ROUTINGS:
                 raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
+            check_shared(config, variant, routing, shared)
+        self._shared = shared
         self._config, self._variant = config, variant
         self._adder_stages, self._routing = adder_stages, routing
         self._router_register = router_register
         self._isolate_zero = isolate_zero
-        self.block_layout = pe_block_layout(config, variant)
+        self.block_layout = pe_block_layout(config, variant, shared)
         super().__init__({
             "blocks": In(stream.Signature(self.block_layout)),
             "result": Out(stream.Signature(signed(config.acc_width))),
@@ -128,6 +137,10 @@ class StrumPE(wiring.Component):
     @property
     def routing(self) -> str:
         return self._routing
+
+    @property
+    def shared(self) -> str:
+        return self._shared
 
     @property
     def router_register(self) -> bool:
@@ -173,21 +186,33 @@ class StrumPE(wiring.Component):
         has_low = config.scheme != "zero" and config.low_lanes > 0
         high_products, low_products = [], []
         for j in range(groups):
-            router = m.submodules[f"router_{j}"] = ActivationRouter(
-                group_size=G, high=h, act_width=config.act_width, routing=self._routing,
-                route_low=has_low)
-            m.d.comb += router.mask.eq(payload.mask[j * G:(j + 1) * G])
-            m.d.comb += [router.act[i].eq(payload.act[j * G + i]) for i in range(G)]
+            if self._shared == "route":          # routed at the array edge: no router here
+                high_act = [payload.high_act[j * h + r] for r in range(h)]
+                low_act = [payload.low_act[j * l + r] for r in range(l if has_low else 0)]
+            else:
+                router = m.submodules[f"router_{j}"] = ActivationRouter(
+                    group_size=G, high=h, act_width=config.act_width, routing=self._routing,
+                    route_low=has_low, decoded=self._shared == "decode")
+                if self._shared == "decode":
+                    m.d.comb += [router.high_select[r].eq(payload.high_select[j * h + r])
+                                 for r in range(h)]
+                    m.d.comb += [router.low_select[r].eq(payload.low_select[j * l + r])
+                                 for r in range(l if has_low else 0)]
+                else:
+                    m.d.comb += router.mask.eq(payload.mask[j * G:(j + 1) * G])
+                m.d.comb += [router.act[i].eq(payload.act[j * G + i]) for i in range(G)]
+                high_act = [router.high[r] for r in range(h)]
+                low_act = [router.low[r] for r in range(l if has_low else 0)]
             for r in range(h):
                 lane = m.submodules[f"high_{j * h + r}"] = Int8Lane(config=config)
                 weight = self._operand(m, payload.high[j * h + r], f"high_weight_{j * h + r}")
-                act = self._operand(m, router.high[r], f"high_act_{j * h + r}")
+                act = self._operand(m, high_act[r], f"high_act_{j * h + r}")
                 m.d.comb += [lane.act.eq(self._isolated(act, weight)), lane.weight.eq(weight)]
                 high_products.append(lane.product)
             for r in range(l if has_low else 0):
                 lane = m.submodules[f"low_{j * l + r}"] = low_lane_class(config.scheme)(config=config)
                 code = self._operand(m, payload.low[j * l + r], f"low_code_{j * l + r}")
-                act = self._operand(m, router.low[r], f"low_act_{j * l + r}")
+                act = self._operand(m, low_act[r], f"low_act_{j * l + r}")
                 # A code is zero exactly when its value is (DLIQ 0 * 2^e, MIP2Q sign + c = 0 or -0).
                 zero = code if config.scheme == "dliq" else code[:config.low_width - 1]
                 m.d.comb += [lane.act.eq(self._isolated(act, zero)), lane.code.eq(code)]

@@ -70,10 +70,15 @@ class ActivationRouter(wiring.Component):
         One of :data:`ROUTINGS` (see the module doc).
     route_low : bool
         Build the low outputs (False when the low lanes need no activation).
+    decoded : bool
+        Take the mask decoder's one-hot selects as inputs instead of the mask (the
+        decoder sits elsewhere, shared by a row of PEs); ``onehot`` routing only.
 
     Attributes
     ----------
-    mask : In(unsigned(G)), the group's mask bits.
+    mask : In(unsigned(G)), the group's mask bits (not with ``decoded``).
+    high_select, low_select : In(...) (with ``decoded``)
+        The ports of the same name of :class:`~strum.hw.mask_decoder.MaskDecoder`.
     act : In(ArrayLayout(signed(act_width), G)), the group's activations, lane order.
     high : Out(ArrayLayout(signed(act_width), h)), activation of high lane r.
     low : Out(ArrayLayout(signed(act_width), l)), activation of low lane r (when
@@ -81,14 +86,21 @@ class ActivationRouter(wiring.Component):
     """
 
     def __init__(self, *, group_size: int, high: int, act_width: int, routing: str = "onehot",
-                 route_low: bool = True):
+                 route_low: bool = True, decoded: bool = False):
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
+        if decoded and routing != "onehot":
+            raise ValueError(f"decoded selects need onehot routing, not {routing!r}")
         self.group_size, self.high_lanes = group_size, high
         self.low_lanes = group_size - high
         self.act_width, self.routing, self.route_low = act_width, routing, route_low
-        ports = {
-            "mask": In(unsigned(group_size)),
+        self.decoded = decoded
+        if decoded:
+            ports = {"high_select": In(data.ArrayLayout(unsigned(self.low_lanes + 1), high)),
+                     "low_select": In(data.ArrayLayout(unsigned(high + 1), self.low_lanes))}
+        else:
+            ports = {"mask": In(unsigned(group_size))}
+        ports |= {
             "act": In(data.ArrayLayout(signed(act_width), group_size)),
             "high": Out(data.ArrayLayout(signed(act_width), high)),
         }
@@ -99,9 +111,12 @@ class ActivationRouter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         G, h, l = self.group_size, self.high_lanes, self.low_lanes
-        m.submodules.mask_decoder = decoder = MaskDecoder(
-            group_size=G, high=h, encoding=_ENCODING[self.routing])
-        m.d.comb += decoder.mask.eq(self.mask)
+        if self.decoded:
+            decoder = self                  # the selects are inputs
+        else:
+            m.submodules.mask_decoder = decoder = MaskDecoder(
+                group_size=G, high=h, encoding=_ENCODING[self.routing])
+            m.d.comb += decoder.mask.eq(self.mask)
         act = [self.act[i] for i in range(G)]
         outputs = [("high", h, l)] + ([("low", l, h)] if self.route_low else [])
 

@@ -46,6 +46,7 @@ DLIQ_MAX_SHIFT = 4     # e = max(0, bitlen(m) - 3) with m <= 127
 MIP2Q_MAX_EXP = 6      # low magnitudes saturate at 2**6 = 64
 INT4_G16_GROUP = 16    # int4-g16: group length along the reduction vector
 INT4_G16_SCALE_BITS = 8  # int4-g16: unsigned integer group multiplier, 1..255
+MAX_MASK_SHARE = 64    # output channels sharing one mask: at most a DPU's rows
 
 
 def _is_int(value: Any) -> bool:
@@ -77,6 +78,11 @@ class StrumConfig:
         The longest reduction vector (weights per output channel) the design must
         accumulate without overflow, checked against ``acc_width``. ``None``: as long as
         ``acc_width`` allows (see :attr:`reduction_limit`).
+    mask_share : int
+        K, consecutive output channels that share one mask per block position: their
+        high lanes are selected jointly (by the sum of their ``|q8|``) and the memory
+        image stores one mask per K channels (the last group may be shorter). 1: every
+        channel has its own mask.
 
     Raises
     ------
@@ -91,6 +97,7 @@ class StrumConfig:
     rounding: str = "haz"
     acc_width: int = 32
     max_reduction_length: int | None = None
+    mask_share: int = 1
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
@@ -117,6 +124,9 @@ class StrumConfig:
             raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, not {self.rounding!r}")
         if not _is_int(self.acc_width) or not 8 <= self.acc_width <= 48:
             raise ConfigError(f"acc_width must be an integer from 8 to 48, not {self.acc_width!r}")
+        if not _is_int(self.mask_share) or not 1 <= self.mask_share <= MAX_MASK_SHARE:
+            raise ConfigError(f"mask_share must be an integer from 1 to {MAX_MASK_SHARE}, "
+                              f"not {self.mask_share!r}")
         if self.max_reduction_length is not None:
             if not _is_int(self.max_reduction_length) or self.max_reduction_length < 1:
                 raise ConfigError(f"max_reduction_length must be a positive integer or None, "

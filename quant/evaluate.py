@@ -79,15 +79,16 @@ def parse_scheme(spec: str, base: StrumConfig | None = None,
         key, value = token.rstrip("0123456789"), token.lstrip("abcdefghijklmnopqrstuvwxyz")
         if token in ("haz", "rne"):
             changes["rounding"] = token
-        elif key in ("h", "b", "g", "acc") and value and key + value == token:
+        elif key in ("h", "b", "g", "k", "acc") and value and key + value == token:
             if key != "acc" and name not in STRUM_SCHEMES:
                 raise ConfigError(f"scheme spec {spec!r}: option {token!r} applies to StruM "
                                   f"schemes ({', '.join(STRUM_SCHEMES)}) only")
-            field = {"h": "high_lanes", "b": "block_size", "g": "group_size", "acc": "acc_width"}[key]
+            field = {"h": "high_lanes", "b": "block_size", "g": "group_size", "k": "mask_share",
+                     "acc": "acc_width"}[key]
             changes[field] = int(value)
         else:
             raise ConfigError(f"scheme spec {spec!r}: unknown option {token!r}, expected "
-                              f"h<H>, b<B>, g<G>, haz, rne or acc<W>")
+                              f"h<H>, b<B>, g<G>, k<K> (mask_share), haz, rne or acc<W>")
     if "block_size" in changes and "high_lanes" not in changes:
         changes["high_lanes"] = changes["block_size"] // 2
     if "block_size" in changes and "group_size" not in changes:
@@ -121,6 +122,8 @@ def scheme_label(config: StrumConfig, base: StrumConfig | None = None) -> str:
             label += f":b{config.block_size}"
         if config.group_size != config.block_size:
             label += f":g{config.group_size}"
+        if config.mask_share != 1:
+            label += f":k{config.mask_share}"
     if config.rounding != base.rounding:
         label += f":{config.rounding}"
     if config.acc_width != base.acc_width:

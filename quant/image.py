@@ -16,9 +16,15 @@ shift                   1                      DLIQ block shift e (dliq only)
 Blocks follow each other channel-major: all blocks of output channel 0 along its
 reduction vector, then channel 1, and so on.
 
+With ``mask_share`` = k > 1 (k consecutive output channels share their masks), the file
+stores each mask once: first the masks of channel groups 0, 1, ... (``[ceil(K/k), nb,
+ceil(B/8)]``), then the blocks without their mask field. :func:`read_image` puts every
+channel's mask back, so readers see ``[K, nb, block_bytes]`` blocks either way.
+
 An image *file* wraps the blocks: magic ``b"STRUMIMG"``, a little-endian u16 format
 version, a u32 header length, a UTF-8 JSON header (the config, the tensor shape and the
 block geometry), the blocks, and a trailing CRC-32 (zlib) of everything before it.
+Version 2 added the shared masks; version 1 files (from before it) are refused.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ __all__ = [
 ]
 
 MAGIC = b"STRUMIMG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Longest JSON header and deepest nesting read_image parses (ours is ~300 bytes, depth 2):
 #: checked before parsing, so a crafted header costs neither memory nor recursion.
 MAX_HEADER_BYTES = 1 << 16
@@ -159,7 +165,16 @@ def write_image(config: StrumConfig, shape: tuple[int, ...], blocks: np.ndarray)
         "blocks_per_channel": int(blocks.shape[1]),
         "block_bytes": config.block_bytes,
     }, sort_keys=True).encode()
-    body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)) + header + blocks.tobytes()
+    blocks = np.asarray(blocks, dtype=np.uint8)
+    k, at = config.mask_share, config.mask_bytes
+    if k > 1:
+        masks = blocks[::k, :, :at]
+        if not (np.repeat(masks, k, axis=0)[:blocks.shape[0]] == blocks[..., :at]).all():
+            raise ImageError(f"mask_share={k}: channels of one group have different masks")
+        payload = masks.tobytes() + np.ascontiguousarray(blocks[..., at:]).tobytes()
+    else:
+        payload = blocks.tobytes()
+    body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)) + header + payload
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -178,7 +193,8 @@ def read_image(data: bytes | np.ndarray):
     if magic != MAGIC:
         raise ImageError(f"image magic is {magic!r}, expected {MAGIC!r}: not a StruM image")
     if version != FORMAT_VERSION:
-        raise ImageError(f"image format version is {version}, this strum reads version {FORMAT_VERSION}")
+        raise ImageError(f"image format version is {version}, this strum reads version {FORMAT_VERSION} "
+                         f"only: quantize the model again to write a version {FORMAT_VERSION} image")
     (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     if zlib.crc32(data[:-_CRC.size]) != stored_crc:
         raise ImageError("image checksum does not match: the file is corrupt or truncated")
@@ -206,11 +222,18 @@ def read_image(data: bytes | np.ndarray):
         raise ImageError(f"image header blocks_per_channel {per_channel!r} is not an integer")
     payload = np.frombuffer(data, dtype=np.uint8, offset=start + header_length,
                             count=len(data) - start - header_length - _CRC.size)
-    length = math.prod(shape[1:])
-    expected = shape[0] * block_count(length, config.block_size) * config.block_bytes
-    if payload.size != expected or per_channel != block_count(length, config.block_size):
+    channels, nb, k, at = shape[0], block_count(math.prod(shape[1:]), config.block_size), \
+        config.mask_share, config.mask_bytes
+    groups = -(-channels // k)
+    expected = channels * nb * config.block_bytes - (channels - groups) * nb * at
+    if payload.size != expected or per_channel != nb:
         raise ImageError(f"image holds {payload.size} block bytes, expected {expected} for shape {shape}")
-    return config, shape, payload.reshape(shape[0], per_channel, config.block_bytes)
+    if k == 1:
+        return config, shape, payload.reshape(channels, nb, config.block_bytes)
+    masks = payload[:groups * nb * at].reshape(groups, nb, at)
+    rest = payload[groups * nb * at:].reshape(channels, nb, config.block_bytes - at)
+    blocks = np.concatenate([np.repeat(masks, k, axis=0)[:channels], rest], axis=-1)
+    return config, shape, blocks
 
 
 def image_to_weights(data) -> tuple[StrumConfig, np.ndarray, np.ndarray]:

@@ -118,6 +118,7 @@ def quantize(weights, config: StrumConfig, name: str = "weights") -> QuantizedTe
     # Output channels are independent: working on chunks of about CHUNK_WEIGHTS keeps
     # the temporaries small enough to be reused instead of page-faulted in afresh.
     rows = max(1, CHUNK_WEIGHTS // length)
+    rows = -(-rows // config.mask_share) * config.mask_share     # a mask group stays whole
     parts = [quantizer(vectors[start:start + rows], config)
              for start in range(0, channels, rows)]
     w_vec, mask_vec, scale, image_blocks = (
@@ -161,7 +162,9 @@ def _degenerate(vectors: np.ndarray) -> tuple[np.ndarray, tuple]:
 def _stored_bits(config: StrumConfig, channels: int, length: int) -> int:
     """Bits the tensor occupies in memory, every per-block field and padding included."""
     if config.is_strum:
-        return channels * block_count(length, config.block_size) * config.block_bytes * 8
+        blocks, shared = block_count(length, config.block_size), -(-channels // config.mask_share)
+        return (channels * blocks * config.block_bytes
+                - (channels - shared) * blocks * config.mask_bytes) * 8
     if config.scheme == "int4-g16":
         groups = channels * block_count(length, INT4_G16_GROUP)
         return channels * length * 4 + groups * INT4_G16_SCALE_BITS
@@ -177,7 +180,7 @@ def _strum(vectors, config):
     length = vectors.shape[1]
     q8, scale = quantize_int8(vectors, config.rounding)
     q8_blocks = to_blocks(q8, config.block_size)
-    mask = select_high(q8_blocks, config.high_lanes, config.group_size)
+    mask = select_high(q8_blocks, config.high_lanes, config.group_size, config.mask_share)
     w_blocks, codes, shift = strum_weights(q8_blocks, mask, config.scheme, config.rounding)
     image_blocks = pack_blocks(config, compact(config, mask, w_blocks, codes, shift))
     return from_blocks(w_blocks, length), from_blocks(mask, length), scale, image_blocks

@@ -21,23 +21,42 @@ DLIQ_LOW_MAX = (1 << (LOW_WIDTH - 1)) - 1     # 7
 _DLIQ_KEEP_BITS = LOW_WIDTH - 1                # e = max(0, bitlen(m) - 3)
 
 
-def select_high(q8_blocks: np.ndarray, high_lanes: int, group_size: int) -> np.ndarray:
+def select_high(q8_blocks: np.ndarray, high_lanes: int, group_size: int,
+                mask_share: int = 1) -> np.ndarray:
     """Mask ``[K, nb, B]``: True on the lanes that stay int8.
 
     In each group of ``group_size`` consecutive lanes, the ``high_lanes*G/B`` lanes of
-    largest ``|q8|`` are high; ties go to the lower lane.
+    largest ``|q8|`` are high; ties go to the lower lane. With ``mask_share`` = k > 1,
+    output channels 0..k-1, k..2k-1, ... share one mask, chosen by the sum of their
+    ``|q8|`` (the last group may hold fewer channels).
     """
-    channels, blocks, block_size = q8_blocks.shape
+    if mask_share > 1:
+        channels = q8_blocks.shape[0]
+        shared = -(-channels // mask_share)
+        pad = shared * mask_share - channels
+        magnitude = np.abs(q8_blocks).astype(np.int64)
+        if pad:
+            magnitude = np.concatenate([magnitude, np.zeros((pad,) + magnitude.shape[1:], np.int64)])
+        summed = magnitude.reshape((shared, mask_share) + magnitude.shape[1:]).sum(axis=1)
+        mask = _select(summed, high_lanes, group_size, np.int64)
+        return np.repeat(mask, mask_share, axis=0)[:channels]
+    return _select(np.abs(q8_blocks), high_lanes, group_size)
+
+
+def _select(magnitude: np.ndarray, high_lanes: int, group_size: int, dtype=np.int16) -> np.ndarray:
+    """:func:`select_high` on non-negative magnitudes ``[K, nb, B]`` (``dtype``: of the
+    sort key; a sum of k channels' magnitudes needs more than int16)."""
+    channels, blocks, block_size = magnitude.shape
     per_group = high_lanes * group_size // block_size
     shape = (channels, blocks, block_size // group_size, group_size)
     if per_group == 0:
-        return np.zeros(q8_blocks.shape, dtype=bool)
+        return np.zeros(magnitude.shape, dtype=bool)
     # A key unique within the group that orders by magnitude, then by lower lane first:
     # |q8| * 32 + (31 - lane) fits int16, and sorting it is much faster than argsort.
     lane = np.arange(group_size, dtype=np.int16)
-    key = np.abs(q8_blocks).astype(np.int16).reshape(shape) * 32 + (31 - lane)
+    key = magnitude.astype(dtype).reshape(shape) * 32 + (31 - lane).astype(dtype)
     threshold = np.sort(key, axis=-1)[..., group_size - per_group, None]
-    return (key >= threshold).reshape(q8_blocks.shape)
+    return (key >= threshold).reshape(magnitude.shape)
 
 
 # -- DLIQ: 4-bit integer and one shift per block -----------------------------------------

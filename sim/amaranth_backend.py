@@ -120,7 +120,7 @@ def run_pe(pe, vectors: BlockVectors, *, vcd: str | Path | None = None,
     """Simulate ``pe`` (a :class:`strum.hw.pe.StrumPE`) on ``vectors`` (see :func:`run_stream`)."""
     if vectors.config != pe.config:
         raise ValueError("vectors were made for another config than the PE's")
-    words = pack_struct(pe.block_layout, layout_fields(vectors, pe.variant))
+    words = pack_struct(pe.block_layout, layout_fields(vectors, pe.variant, getattr(pe, "shared", "none")))
     run = run_stream(pe, words, int(vectors.last.sum()), in_port="blocks", out_port="result",
                      vcd=vcd, backpressure_seed=backpressure_seed,
                      stall_probability=stall_probability, max_cycles=max_cycles)

@@ -39,7 +39,7 @@ def run_pe(pe: StrumPE, vectors: BlockVectors, *, backend: str = "verilator",
     model = VerilatorStreamModel.from_component(pe, name="strum_pe")
     if timing is not None:
         timing["build_seconds"] = time.perf_counter() - built
-    words = pack_struct(pe.block_layout, layout_fields(vectors, pe.variant))
+    words = pack_struct(pe.block_layout, layout_fields(vectors, pe.variant, getattr(pe, "shared", "none")))
     stalls = {} if backpressure_seed is None else dict(seed=backpressure_seed, valid_gap=0.3,
                                                         ready_stall=0.3)
     run = model.run(words, int(vectors.last.sum()), vcd=vcd, **stalls)
@@ -64,12 +64,12 @@ def first_mismatch(vectors: BlockVectors, results: np.ndarray) -> dict | None:
 
 def simulate_pe(config: StrumConfig, *, variant: str | None = None, vectors: int = 1000,
                 seed: int = 0, backend: str = "verilator", vcd=None, adder_stages: int = 1,
-                backpressure: bool = False, pe: StrumPE | None = None) -> dict:
+                backpressure: bool = False, pe: StrumPE | None = None, shared: str = "none") -> dict:
     """Random blocks through a PE; the report ``{"backend", "config", "vectors",
     "mismatches", "cycles", "seconds"}`` (+ ``"first_mismatch"``)."""
     start = time.perf_counter()
     if pe is None:
-        pe = StrumPE(config=config, variant=variant, adder_stages=adder_stages)
+        pe = StrumPE(config=config, variant=variant, adder_stages=adder_stages, shared=shared)
     from strum.quant.progress import phase
 
     blocks = random_blocks(config, vectors, seed)

@@ -405,8 +405,12 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
 
 def simulate_layer(job: LayerJob, *, rows: int = 4, cols: int = 4, backend: str = "verilator",
                    variant: str | None = None, seed: int | None = None, progress: bool = False,
-                   vcd=None, adder_stages: int = 1, routing: str | None = None) -> dict:
+                   vcd=None, adder_stages: int = 1, routing: str | None = None,
+                   shared: str = "none") -> dict:
     """Run a prepared layer through a DPU and compare every output with the golden model.
+
+    ``shared`` is the DPU's (:class:`~strum.hw.dpu.StrumDPU`); with ``route`` the rows of
+    a tile that share a mask (``config.mask_share``) must be channels of one mask group.
 
     Returns the report ``{"layer", "backend", "macs", "outputs", "mismatches", "cycles",
     "utilization", "seconds"}``; a mismatch also adds ``"first_mismatch"``.
@@ -414,8 +418,13 @@ def simulate_layer(job: LayerJob, *, rows: int = 4, cols: int = 4, backend: str 
     from strum.hw.dpu import StrumDPU
 
     start = time.perf_counter()
+    per_group = job.expected.shape[0] // job.groups
+    if shared == "route" and per_group % job.config.mask_share and per_group != 1:
+        raise InputError(f"layer {job.name}: {per_group} output channels per conv group is not a "
+                         f"multiple of mask_share={job.config.mask_share}, so a tile's rows would "
+                         f"mix mask groups")
     dpu = StrumDPU(config=job.config, rows=rows, cols=cols, variant=variant,
-                   adder_stages=adder_stages, routing=routing)
+                   adder_stages=adder_stages, routing=routing, shared=shared)
     plan = schedule(job, rows, cols, dpu.variant)
     timing = {}
     tiles, cycles = run_dpu(dpu, plan, job.blocks_per_output, backend=backend, seed=seed,

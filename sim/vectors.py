@@ -20,7 +20,7 @@ from strum.quant.reference import ACT_MAX, ACT_MIN
 from strum.quant.rounding import wrap_signed
 
 __all__ = ["BlockVectors", "random_blocks", "blocks_from_image", "golden_results",
-           "layout_fields", "weight_fields", "random_activations", "random_boundaries"]
+           "layout_fields", "weight_fields", "shared_fields", "random_activations", "random_boundaries"]
 
 #: Blocks per output channel of the generated weight tensors.
 BLOCKS_PER_CHANNEL = 8
@@ -201,13 +201,44 @@ def weight_fields(config: StrumConfig, variant: str, mask, high, low, shift) -> 
     return fields
 
 
-def layout_fields(vectors: BlockVectors, variant: str) -> dict[str, np.ndarray]:
-    """Per-block arrays keyed by the field names of ``pe_block_layout(config, variant)``
-    (see :func:`weight_fields`), activations and reduction boundaries included."""
+def layout_fields(vectors: BlockVectors, variant: str, shared: str = "none") -> dict[str, np.ndarray]:
+    """Per-block arrays keyed by the field names of ``pe_block_layout(config, variant,
+    shared)`` (see :func:`weight_fields`), activations and reduction boundaries included."""
     high = vectors.weights if variant == "int8" else vectors.high
     fields = {"act": vectors.act}
     fields.update(weight_fields(vectors.config, variant, vectors.mask, high, vectors.low,
                                 vectors.shift))
+    if shared != "none":
+        fields.update(shared_fields(vectors.config, vectors.mask, vectors.act, shared))
+        if shared == "route":
+            del fields["act"]
+        del fields["mask"]
     fields["first"] = vectors.first.astype(np.int64)
     fields["last"] = vectors.last.astype(np.int64)
     return fields
+
+
+def shared_fields(config: StrumConfig, mask, act, shared: str) -> dict[str, np.ndarray]:
+    """What a DPU row (``decode``) or the array edge (``route``) hands a static PE in place
+    of its mask: per selection group, high lane r takes the r-th set bit's lane p and low
+    lane r the r-th clear bit's, so the one-hot select is ``1 << (p - r)`` and the routed
+    activation ``act[p]`` (see :mod:`strum.hw.mask_decoder`)."""
+    G, h = config.group_size, config.high_per_group
+    n = len(mask)
+    groups = np.asarray(mask, bool).reshape(n, -1, G)
+    order = lane_order(groups)                         # set bits, then clear bits, ascending
+    offset = order - np.concatenate([np.arange(h), np.arange(G - h)])
+    has_low = config.scheme in ("dliq", "mip2q") and config.low_lanes > 0
+    if shared == "decode":
+        select = np.int64(1) << offset
+        fields = {"high_select": select[..., :h].reshape(n, -1)}
+        if has_low:
+            fields["low_select"] = select[..., h:].reshape(n, -1)
+    elif shared == "route":
+        routed = np.take_along_axis(np.asarray(act, np.int64).reshape(n, -1, G), order, axis=-1)
+        fields = {"high_act": routed[..., :h].reshape(n, -1)}
+        if has_low:
+            fields["low_act"] = routed[..., h:].reshape(n, -1)
+    else:
+        raise ValueError(f"shared must be decode or route, not {shared!r}")
+    return {name: value for name, value in fields.items() if value.shape[-1]}

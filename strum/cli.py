@@ -85,13 +85,16 @@ def _add_config_options(parser: argparse.ArgumentParser, schemes=SCHEMES) -> Non
     group.add_argument("--max-reduction", type=int, default=None, metavar="N",
                        help="longest reduction vector the accumulator must hold "
                             "(default: as long as W allows)")
+    group.add_argument("--mask-share", type=int, default=1, metavar="K",
+                       help="consecutive output channels sharing one mask (default: 1)")
 
 
 def _config(args) -> StrumConfig:
     high = args.high if args.high is not None else args.block // 2
     return StrumConfig(scheme=args.scheme, block_size=args.block, high_lanes=high,
                        group_size=args.group, rounding=args.rounding,
-                       acc_width=args.acc_width, max_reduction_length=args.max_reduction)
+                       acc_width=args.acc_width, max_reduction_length=args.max_reduction,
+                       mask_share=args.mask_share)
 
 
 def _add_calibration_options(parser: argparse.ArgumentParser, optional_data: bool = False) -> None:
@@ -138,6 +141,9 @@ def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) 
                        help="activation routing of the static PE (default: the PE's)")
     group.add_argument("--router-register", action="store_true",
                        help="a pipeline register between the routing and the lanes (latency + 1)")
+    group.add_argument("--shared", choices=("none", "decode", "route"), default="none",
+                       help="static PE: mask decoding (decode) or routing (route) done once per "
+                            "DPU row / at the array edge, not in the PE (default: none)")
     if array:
         side = _bounded(int, 1, MAX_ARRAY_SIDE, name="a positive integer")
         group.add_argument("--rows", type=side, default=4, metavar="R", help="array rows (default: 4)")
@@ -151,6 +157,8 @@ def _hardware(args) -> dict:
         options["routing"] = args.routing
     if getattr(args, "router_register", False):
         options["router_register"] = True
+    if getattr(args, "shared", "none") != "none":
+        options["shared"] = args.shared
     if hasattr(args, "rows"):
         options.update(rows=args.rows, cols=args.cols)
     return options
@@ -317,7 +325,7 @@ def _generate(args) -> int:
             component = StrumDPU(**options)
     described = {"config": options["config"].to_dict(), "kind": args.kind,
                  "variant": component.variant, "adder_stages": args.adder_stages,
-                 "latency": component.latency}
+                 "latency": component.latency, "shared": args.shared}
     if args.kind == "dpu":
         described.update(rows=args.rows, cols=args.cols)
     paths = write_design(component, args.kind, Path(args.output), described)
@@ -498,13 +506,25 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
                        help=f"nextpnr target clock (default: {DEFAULT_TARGET_MHZ})")
     group.add_argument("--flatten", action="store_true",
                        help="optimise across the hierarchy (no breakdown by part)")
-    group.add_argument("--booth", action="store_true", help="Booth multipliers (generic, asic)")
+    group.add_argument("--booth", action="store_true",
+                       help="Booth multipliers (generic, asic); same as --multiplier booth")
+    group.add_argument("--multiplier", choices=("best", "array", "booth"), default="best",
+                       help="compare, sweep: the int8 baseline's multipliers, used by the StruM "
+                            "design too; best: the smaller int8 design (default: best)")
     group.add_argument("--no-cache", action="store_true", help="synthesize even if cached")
 
 
 def _synth_options(args) -> dict:
     return {"liberty": args.liberty, "seeds": args.seeds, "target_mhz": args.target_mhz,
-            "flatten": args.flatten, "booth": args.booth, "cache": not args.no_cache}
+            "flatten": args.flatten, "booth": args.booth or args.multiplier == "booth",
+            "cache": not args.no_cache}
+
+
+def _comparison_options(args) -> dict:
+    """compare and sweep: the multiplier kind instead of a fixed booth flag."""
+    options = _synth_options(args)
+    del options["booth"]
+    return dict(options, multiplier="booth" if args.booth else args.multiplier)
 
 
 def _synth(args) -> int:
@@ -525,7 +545,7 @@ def _synth(args) -> int:
     design = Design(kind="dpu" if args.kind == "dpu" else "pe", config=options["config"],
                     variant=args.variant, adder_stages=args.adder_stages, routing=args.routing,
                     rows=getattr(args, "rows", 1), cols=getattr(args, "cols", 1),
-                    router_register=args.router_register)
+                    router_register=args.router_register, shared=args.shared)
     try:
         if getattr(args, "board", None):
             from strum.synth.boards import build_board
@@ -537,7 +557,7 @@ def _synth(args) -> int:
                                                              "fmax_mhz", "utilization")}, indent=1))
             return 0
         if args.kind == "compare":
-            result = compare(design, args.flow, **_synth_options(args))
+            result = compare(design, args.flow, **_comparison_options(args))
             if args.report:
                 _write_json(args.report, result)
             text = comparison_table(result, args.format)
@@ -582,7 +602,8 @@ def _sweep(args) -> int:
         highs=_comma_list(args.high, int), groups=_comma_list(args.group, int),
         variants=_comma_list(args.variant), routings=_comma_list(args.routing),
         arrays=[_array_size(a) for a in _comma_list(args.array)], rounding=args.rounding,
-        acc_width=args.acc_width, adder_stages=args.adder_stages)
+        acc_width=args.acc_width, adder_stages=args.adder_stages,
+        shareds=_comma_list(args.shared), mask_shares=_comma_list(args.mask_share, int))
     if not designs:
         raise ValueError(f"the sweep's grid holds no valid design"
                          f"{f' (first: {skipped[0]})' if skipped else ''}")
@@ -598,7 +619,7 @@ def _sweep(args) -> int:
             executor = client.get_executor()
         result = run_sweep(designs, args.flow, layers=layers, executor=executor,
                            workers=args.workers, progress=not args.no_progress,
-                           **_synth_options(args))
+                           **_comparison_options(args))
     except SynthError:
         raise                           # main() reports it: exit 2 for bad input, 1 if a tool failed
     finally:
@@ -763,6 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--rounding", default="haz", choices=ROUNDINGS)
     grid.add_argument("--acc-width", type=int, default=32, metavar="W")
     grid.add_argument("--adder-stages", type=_natural, default=1, metavar="N")
+    grid.add_argument("--shared", default="none", help="none, decode, route (default: none)")
+    grid.add_argument("--mask-share", default="1", metavar="K,...", help="(default: 1)")
     _add_synth_options(sweep)
     sweep.add_argument("--model", default="mnist",
                        help="weight SQNR on: mnist, digits, silero, a model file, or none "

@@ -64,6 +64,10 @@ class Design:
         :class:`~strum.hw.pe.StrumPE`).
     isolate_zero : bool
         Zero-weight lanes hold their activation at 0 (PE only).
+    shared : str
+        What a PE receives already done by its row or the array edge
+        (:data:`~strum.hw.layouts.SHARINGS`): a PE then leaves that part out; a DPU
+        builds it once per row (``decode``) or per column and mask group (``route``).
 
     Raises
     ------
@@ -82,6 +86,7 @@ class Design:
     cols: int = 1
     router_register: bool = False
     isolate_zero: bool = False
+    shared: str = "none"
 
     def __post_init__(self):
         if self.kind not in DESIGN_KINDS:
@@ -99,9 +104,14 @@ class Design:
         from strum.hw.layouts import check_variant
         from strum.hw.pe import MAX_ADDER_STAGES
         from strum.hw.router import ROUTINGS
-        check_variant(self.config, self.variant)
+        from strum.hw.layouts import check_shared
+        variant = check_variant(self.config, self.variant)
         if self.routing is not None and self.routing not in ROUTINGS:
             raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, not {self.routing!r}")
+        check_shared(self.config, variant, self.routing or "onehot", self.shared)
+        if self.kind == "dpu" and self.shared == "route" and self.rows % self.config.mask_share:
+            raise ConfigError(f"rows={self.rows} must be a multiple of mask_share="
+                              f"{self.config.mask_share}: the rows sharing one mask route together")
         if (not isinstance(self.adder_stages, int) or isinstance(self.adder_stages, bool)
                 or not 0 <= self.adder_stages <= MAX_ADDER_STAGES):
             raise ConfigError(f"adder_stages must be an integer from 0 to {MAX_ADDER_STAGES}, "
@@ -126,8 +136,10 @@ class Design:
         c = self.config
         array = f"-{self.rows}x{self.cols}" if self.kind == "dpu" else ""
         variant = self.variant or ("int8" if c.scheme == "int8" else "static")
+        shared = "" if self.shared == "none" else f"-shared-{self.shared}"
+        share = "" if c.mask_share == 1 else f"-k{c.mask_share}"
         return (f"{self.kind}{array}-{c.scheme}-b{c.block_size}-h{c.high_lanes}-g{c.group_size}"
-                f"-{variant}" + ("-rr" if self.router_register else "")
+                f"{share}-{variant}{shared}" + ("-rr" if self.router_register else "")
                 + ("-iso" if self.isolate_zero else ""))
 
 
@@ -140,6 +152,8 @@ def _options(design: Design) -> dict:
         options["router_register"] = True
     if design.isolate_zero:
         options["isolate_zero"] = True
+    if design.shared != "none":
+        options["shared"] = design.shared
     return options
 
 
@@ -259,8 +273,8 @@ _PART_PATTERNS = (
     (re.compile(r"(lane|high)_\d+"), "int8_lanes"),       # int8 PE lanes, high lanes: 8x8
     (re.compile(r"low_\d+"), "low_lanes"),                # DLIQ 4x8, MIP2Q shift-and-negate
     (re.compile(r"low_shift"), "low_shift"),
-    (re.compile(r"mask_decoder"), "mask_decoder"),
-    (re.compile(r"router_\d+"), "router"),
+    (re.compile(r"mask_decoder(_\d+)*"), "mask_decoder"),   # a DPU's row decoders: _<row>_<group>
+    (re.compile(r"router(_\d+)+"), "router"),               # a DPU's edge routers: _<rows>_<col>_<group>
     (re.compile(r"\w+_tree"), "adder_tree"),
     (re.compile(r"accumulator"), "accumulator"),
 )

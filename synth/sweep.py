@@ -24,7 +24,7 @@ import numpy as np
 from strum.quant.config import StrumConfig
 from strum.quant.files import atomic_writer, write_text
 
-from .compare import int8_baseline
+from .compare import resolve_multiplier, int8_baseline, multiplier_candidates
 from .designs import Design
 from .flows import synthesize
 from .reports import reduction_pct, rows_csv
@@ -34,7 +34,7 @@ __all__ = ["grid", "run_sweep", "weight_sqnr", "model_layers", "write_csv", "plo
 
 #: Columns of the sweep CSV, in order.
 ROW_FIELDS = ("kind", "rows", "cols", "scheme", "block_size", "high_lanes", "group_size", "variant",
-              "routing", "flow", "area_um2", "cells", "transistors", "luts", "ffs", "fmax_mhz",
+              "routing", "shared", "mask_share", "flow", "multiplier", "area_um2", "cells", "transistors", "luts", "ffs", "fmax_mhz",
               "int8_metric", "reduction_pct", "weight_sqnr_db", "bits_per_weight", "cached",
               "seconds")
 #: Named models for the SQNR axis; any other value is a path to an ONNX/.npy/.npz file.
@@ -48,7 +48,7 @@ def main_metric(flow: str) -> str:
 
 def grid(*, schemes=("dliq",), blocks=(16,), highs=(None,), groups=(None,), variants=(None,),
          routings=(None,), arrays=((1, 1),), rounding: str = "haz", acc_width: int = 32,
-         adder_stages: int = 1) -> tuple[list[Design], list[str]]:
+         adder_stages: int = 1, shareds=("none",), mask_shares=(1,)) -> tuple[list[Design], list[str]]:
     """All valid designs of a grid, and a note for each combination skipped.
 
     ``None`` in ``highs`` means B/2 and in ``groups`` means B; an array of (1, 1) is a
@@ -56,17 +56,17 @@ def grid(*, schemes=("dliq",), blocks=(16,), highs=(None,), groups=(None,), vari
     dividing B, a variant that does not fit the scheme, ...) is skipped with its reason.
     """
     designs, skipped = [], []
-    for scheme, B, H, G, variant, routing, (rows, cols) in itertools.product(
-            schemes, blocks, highs, groups, variants, routings, arrays):
+    for scheme, B, H, G, variant, routing, (rows, cols), shared, K in itertools.product(
+            schemes, blocks, highs, groups, variants, routings, arrays, shareds, mask_shares):
         high = B // 2 if H is None else H
         if scheme == "int8":
-            high, G, routing = B, None, None
+            high, G, routing, shared, K = B, None, None, "none", 1
         try:
             config = StrumConfig(scheme=scheme, block_size=B, high_lanes=high, group_size=G,
-                                 rounding=rounding, acc_width=acc_width)
+                                 rounding=rounding, acc_width=acc_width, mask_share=K)
             kind = "pe" if (rows, cols) == (1, 1) else "dpu"
             design = Design(kind=kind, config=config, variant=variant, routing=routing,
-                            adder_stages=adder_stages, rows=rows, cols=cols)
+                            adder_stages=adder_stages, rows=rows, cols=cols, shared=shared)
         except ValueError as error:
             skipped.append(f"{scheme} B={B} H={high} G={G} {variant or ''}: {error}")
             continue
@@ -131,8 +131,12 @@ def _synth_task(design: Design, flow: str, options: dict) -> dict:
 
 
 def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, workers=None,
-              progress: bool = True, **options) -> dict:
-    """Synthesize ``designs`` and their int8 baselines; one row per design.
+              progress: bool = True, multiplier: str | None = None, **options) -> dict:
+    """Synthesize ``designs`` and their strongest int8 baselines; one row per design.
+
+    The int8 design of each B and array size is built with array and (generic, asic)
+    Booth multipliers; the smaller is the baseline, and the designs compared with it
+    use the same multiplier kind (``multiplier``: see :func:`~strum.synth.compare.compare`).
 
     Parameters
     ----------
@@ -158,6 +162,8 @@ def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, w
     from tqdm import tqdm
 
     metric = main_metric(flow)
+    multiplier, options = resolve_multiplier(options, multiplier)
+    candidates = multiplier_candidates(flow, multiplier)
     baselines = [int8_baseline(d) for d in designs]
     tasks = list(dict.fromkeys([*baselines, *designs]))        # unique, in order
     options = {"jobs": 1, **options}      # workers already run in parallel: one seed each
@@ -167,15 +173,26 @@ def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, w
     if own:
         executor = concurrent.futures.ProcessPoolExecutor(max_workers=workers,
                                                           initializer=_quiet_worker)
+    runs = {}                             # (design, booth) -> report
     try:
-        with phase(f"running the sweep's {len(tasks)} syntheses ({flow} flow)"):
-            futures = {executor.submit(_synth_task, design, flow, options): design for design in tasks}
-            reports = {}
-            with tqdm(total=len(futures), desc=f"strum sweep ({flow})", unit="design",
-                      disable=not (progress and interactive()), leave=False) as bar:
-                for future in concurrent.futures.as_completed(futures):
-                    reports[futures[future]] = future.result()
-                    bar.update()
+        def run_all(jobs, bar):
+            futures = {executor.submit(_synth_task, design, flow, {**options, "booth": booth}):
+                       (design, booth) for design, booth in jobs}
+            for future in concurrent.futures.as_completed(futures):
+                runs[futures[future]] = future.result()
+                bar.update()
+
+        unique_baselines = list(dict.fromkeys(baselines))
+        others = [d for d in tasks if d not in unique_baselines]
+        with phase(f"running the sweep's {len(unique_baselines) * len(candidates) + len(others)} "
+                   f"syntheses ({flow} flow)"), \
+                tqdm(total=len(unique_baselines) * len(candidates) + len(others),
+                     desc=f"strum sweep ({flow})", unit="design",
+                     disable=not (progress and interactive()), leave=False) as bar:
+            run_all([(b, booth) for b in unique_baselines for booth in candidates], bar)
+            booth_of = {b: min(candidates, key=lambda booth: (runs[b, booth][metric], booth))
+                        for b in unique_baselines}
+            run_all([(d, booth_of[int8_baseline(d)]) for d in others], bar)
     except BaseException:
         if own:             # Ctrl-C or a failure: stop the running syntheses, not wait for them
             _stop_workers(executor)
@@ -183,6 +200,7 @@ def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, w
     finally:
         if own:
             executor.shutdown(cancel_futures=True)
+    reports = {d: runs[d, booth_of[int8_baseline(d)]] for d in tasks}
 
     sqnr_cache = {}
 
@@ -201,7 +219,9 @@ def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, w
         rows.append({
             "kind": design.kind, "rows": design.rows, "cols": design.cols, "scheme": c.scheme,
             "block_size": c.block_size, "high_lanes": c.high_lanes, "group_size": c.group_size,
-            "variant": resolved["variant"], "routing": resolved["routing"], "flow": flow,
+            "variant": resolved["variant"], "routing": resolved["routing"],
+            "shared": design.shared, "mask_share": c.mask_share, "flow": flow,
+            "multiplier": "booth" if booth_of[int8_baseline(design)] else "array",
             **{key: report[key] for key in ("area_um2", "cells", "transistors", "luts", "ffs")},
             "fmax_mhz": report["fmax_mhz"]["median"] if report["fmax_mhz"] else None,
             "int8_metric": baseline[metric],
@@ -259,6 +279,8 @@ def plot_front(path, result: dict, *, model: str = "") -> None:
                 text += f" {row['rows']}x{row['cols']}"
             if row["variant"] == "dynamic":
                 text += " dyn"
+            if row.get("shared", "none") != "none":
+                text += f" {row['shared']}" + (f" K{row['mask_share']}" if row["mask_share"] > 1 else "")
             axes.annotate(text, (row["reduction_pct"], row["weight_sqnr_db"]), fontsize=7,
                           xytext=(4, 3), textcoords="offset points")
     if result.get("int4_sqnr_db") is not None:

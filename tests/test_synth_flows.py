@@ -94,8 +94,16 @@ def test_int8_baseline_and_comparison_table():
     assert baseline.variant == "int8" and baseline.adder_stages == 2
     result = compare(DLIQ4, "generic")
     rows = {row["metric"]: row for row in result["rows"]}
-    assert rows["transistors"]["int8"] == synthesize(INT8_4, "generic")["transistors"]
+    # The strongest int8 PE: the smaller of array and Booth multipliers, and StruM's high
+    # lanes are built with the same kind.
+    array, booth = (synthesize(INT8_4, "generic", booth=b)["transistors"] for b in (False, True))
+    assert result["int8_by_multiplier"] == {"array": array, "booth": booth}
+    assert rows["transistors"]["int8"] == min(array, booth)
+    assert result["multiplier"] == ("booth" if booth < array else "array")
+    assert result["design"]["options"]["booth"] == (result["multiplier"] == "booth")
     assert rows["transistors"]["reduction_pct"] > 0
+    fixed = compare(DLIQ4, "generic", multiplier="array")
+    assert fixed["multiplier"] == "array" and fixed["baseline"]["transistors"] == array
     assert rows["part:router (transistors)"]["int8"] == 0
     assert "part:int8_lanes (transistors)" in rows
     markdown = comparison_table(result, "markdown")
