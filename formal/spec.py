@@ -101,8 +101,10 @@ def lanes_of(shape: PeShape) -> list[Lane]:
         if config.scheme != "zero":
             lanes += [Lane(f"low_{k}", config.scheme, k, "low") for k in range(L)]
         return lanes
-    return ([Lane(f"high_{i}", "int8", i, "high") for i in range(B)]
-            + [Lane(f"low_{i}", config.scheme, i, "low") for i in range(B)])
+    lanes = [Lane(f"high_{i}", "int8", i, "high") for i in range(B)]
+    if config.scheme != "zero":        # a pruned lane is the constant 0, no instance
+        lanes += [Lane(f"low_{i}", config.scheme, i, "low") for i in range(B)]
+    return lanes
 
 
 # -- shared pieces ----------------------------------------------------------------------
@@ -133,20 +135,30 @@ def _header(name: str, shape: PeShape, lanes: list[Lane]) -> list[str]:
     return [f"module {name} (\n  " + ",\n  ".join(ports) + "\n);"]
 
 
-def _popcount(bits: list[str], width: int) -> str:
-    if not bits:
-        return f"{width}'d0"
-    return " + ".join(f"{{{width - 1}'d0, {b}}}" if width > 1 else b for b in bits)
-
-
 # -- route --------------------------------------------------------------------------------
 
-def route_checker(shape: PeShape) -> str:
-    """Checker ``strum_route_check``: every lane gets its weight's activation and weight field."""
+def route_checker(shape: PeShape, *, witness: bool = False) -> str:
+    """Checker ``strum_route_check``: every lane gets its weight's activation and weight field.
+
+    ``witness``: also fix the activations and weights to distinct nonzero values, so that a
+    counterexample (only the mask left free) shows a misrouting as a wrong block sum.
+    """
     config, variant = shape.config, shape.variant
     lanes = lanes_of(shape)
     lines = _header("strum_route_check", shape, lanes) + _pe_instance(shape, lanes, observe=True)
     lines.append("  always @* begin")
+    if witness:
+        for path, (offset, width) in shape.fields.items():
+            index = int(path[path.index("[") + 1:-1]) if "[" in path else 0
+            if path.startswith("act["):
+                value = 7 + 3 * index
+            elif path.startswith(("high[", "weights[")):
+                value = index + 1 if path.startswith("high[") or variant == "int8" else (index % 15) + 1
+            elif path.startswith("low["):
+                value = (index % 7) + 1 + (8 if index % 2 else 0)
+            else:
+                continue
+            lines.append(f"    assume({shape.field(path)} == {width}'d{value});")
     by_name = {lane.name: lane for lane in lanes}
     act = [shape.field(f"act[{i}]") for i in range(config.block_size)]
     if variant == "int8":
@@ -159,30 +171,36 @@ def route_checker(shape: PeShape) -> str:
             w = shape.field(f"weights[{i}]")
             lines.append(f"    assert(high_{i}_act == {act[i]});")
             lines.append(f"    assert(high_{i}_weight == ({m} ? {w} : 8'd0));")
+            if config.scheme == "zero":
+                continue
             lines.append(f"    assert(low_{i}_act == {act[i]});")
-            lines.append(f"    assert(low_{i}_code == ({m} ? 4'd0 : {w}[3:0]));")
+            offset = shape.fields[f"weights[{i}]"][0]
+            lines.append(f"    assert(low_{i}_code == ({m} ? 4'd0 : blocks__payload[{offset + 3}:{offset}]));")
     else:
         G, groups = config.group_size, config.groups_per_block
         h, l = config.high_per_group, config.group_size - config.high_per_group
-        count_width = max(G.bit_length(), 1)
+        w = max(G.bit_length(), 1)
+        prefix = []
         for g in range(groups):
             bits = [shape.bit("mask", g * G + i) for i in range(G)]
-            # Legal masks only: the memory image holds h set bits in every group.
-            lines.append(f"    assume(({_popcount(bits, count_width)}) == {count_width}'d{h});")
+            # ones_before[i]: set mask bits of the group below lane i, as a running count.
+            prefix.append(f"  wire [{w - 1}:0] g{g}_ones_0 = {w}'d0;")
             for i in range(G):
-                lane = g * G + i
-                ones = _popcount(bits[:i], count_width)
-                zeros = _popcount([f"!{b}" for b in bits[:i]], count_width)
-                for r in range(h):
-                    slot = f"high_{g * h + r}"
-                    if r <= i and i - r <= l:
-                        lines.append(f"    if ({bits[i]} && ({ones}) == {count_width}'d{r}) "
-                                     f"assert({slot}_act == {act[lane]});")
-                for r in range(l):
-                    slot = f"low_{g * l + r}"
-                    if slot in by_name and r <= i and i - r <= h:
-                        lines.append(f"    if (!{bits[i]} && ({zeros}) == {count_width}'d{r}) "
-                                     f"assert({slot}_act == {act[lane]});")
+                prefix.append(f"  wire [{w - 1}:0] g{g}_ones_{i + 1} = g{g}_ones_{i} + {{{w - 1}'d0, {bits[i]}}};"
+                              if w > 1 else f"  wire g{g}_ones_{i + 1} = g{g}_ones_{i} + {bits[i]};")
+            # Legal masks only: the memory image holds h set bits in every group.
+            lines.append(f"    assume(g{g}_ones_{G} == {w}'d{h});")
+            for i in range(G):
+                lane, ones = g * G + i, f"g{g}_ones_{i}"
+                for r in range(max(0, i - l), min(i, h - 1) + 1):      # the r-th set bit is at i
+                    lines.append(f"    if ({bits[i]} && {ones} == {w}'d{r}) "
+                                 f"assert(high_{g * h + r}_act == {act[lane]});")
+                if config.scheme == "zero":
+                    continue
+                for r in range(max(0, i - h), min(i, l - 1) + 1):      # the r-th clear bit is at i
+                    lines.append(f"    if (!{bits[i]} && {w}'d{i} - {ones} == {w}'d{r}) "
+                                 f"assert(low_{g * l + r}_act == {act[lane]});")
+        lines[lines.index("  always @* begin"):lines.index("  always @* begin")] = prefix
         for lane in lanes:
             field = f"{lane.side}[{lane.slot}]"
             lines.append(f"    assert({lane.name}_{lane.weight_port} == {shape.field(field)});")
@@ -222,8 +240,9 @@ def sum_checker(shape: PeShape) -> str:
     if variant == "dynamic" and config.scheme != "dliq":
         merged = []
         for i in range(config.block_size):
+            low_term = f"low_{i}_term" if config.scheme != "zero" else f"{A}'d0"
             lines.append(f"  wire [{A - 1}:0] lane_{i}_chosen = {shape.bit('mask', i)} ? "
-                         f"high_{i}_term : low_{i}_term;")
+                         f"high_{i}_term : {low_term};")
             merged.append(f"lane_{i}_chosen")
         block_sum = _tree(lines, "sum", merged, A)
     else:
