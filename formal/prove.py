@@ -19,7 +19,7 @@ import numpy as np
 from strum.hw.export import payload_fields, to_verilog
 from strum.hw.pe import StrumPE
 
-from .spec import Lane, PeShape, esc, hold_checker, lane_checker, lanes_of, route_checker, sum_checker
+from .spec import Lane, PeShape, hold_checker, lane_checker, lanes_of, route_checker, sum_checker
 from .tools import ProofToolError, run_yosys, work_root
 
 __all__ = ["PARTS", "PartResult", "ProofReport", "ProofError", "check_interface", "pe_shape", "prove_pe"]
@@ -85,7 +85,9 @@ def _prepare(work: Path, shape: PeShape, lanes: list[Lane]) -> list[tuple[str, s
         "read_verilog -sv pe.v",
         "hierarchy -top strum_pe",
         "proc",
-        *[f"select -assert-count 1 strum_pe/c:{lane.name}" for lane in lanes],
+        # Each lane instance of its own module, as generated: the lanes part proves that module.
+        *[f"select -assert-count 1 strum_pe/c:{lane.name} strum_pe/t:strum_pe.{lane.name} %i"
+          for lane in lanes],
         f"expose -evert {_select(lanes)}" if lanes else "",
         "write_rtlil pe_cut.il",
         "flatten",
@@ -102,10 +104,12 @@ def _prepare(work: Path, shape: PeShape, lanes: list[Lane]) -> list[tuple[str, s
     except ProofToolError as error:
         missing = re.search(r"strum_pe/c:(\w+)", str(error))
         if "Assertion failed" in str(error) and missing:
-            raise ProofError(f"the Verilog has no lane instance {missing.group(1)!r} in module "
-                             f"strum_pe: the proof cuts the PE at its lanes, named as the generated "
-                             f"Verilog names them") from None
-        raise
+            name = missing.group(1)
+            raise ProofError(f"the Verilog has no lane instance {name!r} of module strum_pe.{name} "
+                             f"in module strum_pe: the proof cuts the PE at its lanes, named as the "
+                             f"generated Verilog names them") from None
+        raise ProofError(f"Yosys cannot prepare the Verilog for the proof (top module strum_pe, "
+                         f"the generated ports): {str(error).splitlines()[-1]}") from None
     module = json.loads((work / "pe_hold.json").read_text())["modules"]["strum_pe_hold"]
     ports = module["ports"]
     # A register with several names gets a d/q pair per name; only one q drives anything.
@@ -142,7 +146,7 @@ def _model(log: str) -> list[dict]:
 
 
 def _verdict(log: str) -> str:
-    if "FAIL!" in log or "failed!" in log.lower() and "model found" in log:
+    if "FAIL!" in log:                  # a model: a counterexample (base case or plain proof)
         return "failed"
     if any(token in log for token in _VERDICT_OK):
         return "proven"
@@ -224,8 +228,6 @@ def _route_counterexample(shape: PeShape, rows: list[dict]) -> dict:
         act = _value(values.get(f"{lane.name}_act", "0"), True)
         code = _value(values.get(f"{lane.name}_{lane.weight_port}", "0"))
         weight = _lane_weight(lane, code, block.get("shift", 0))
-        if lane.kind == "dliq" and shape.variant == "dynamic":
-            weight = _lane_weight(lane, code, block.get("shift", 0))
         got_sum += act * weight
         lanes.append({"lane": lane.name, "act": act, "weight": weight})
     block["got_block_sum"] = got_sum
@@ -235,12 +237,12 @@ def _route_counterexample(shape: PeShape, rows: list[dict]) -> dict:
 
 # -- the parts --------------------------------------------------------------------------------
 
-def _part_route(work: Path, shape: PeShape) -> PartResult:
-    (work / "check.v").write_text(route_checker(shape))
+def _part_route(work: Path, shape: PeShape, registers) -> PartResult:
+    (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold"))
     shows = ["blocks__payload"] + [f"{lane.name}_{port}" for lane in lanes_of(shape)
                                    for port in ("act", lane.weight_port)]
     sat = "-prove-asserts -set-assumes -seq 1 " + " ".join(f"-show {name}" for name in shows)
-    log, cpu, wall = run_yosys(_sat_script("read_rtlil pe_cut.il", "strum_route_check", sat),
+    log, cpu, wall = run_yosys(_sat_script("read_rtlil pe_hold.il", "strum_route_check", sat),
                                cwd=work, log="route")
     status = _verdict(log)
     result = PartResult("route", status, cpu, wall)
@@ -249,8 +251,8 @@ def _part_route(work: Path, shape: PeShape) -> PartResult:
         result.detail = "a lane receives the wrong activation or weight field"
         # The solver's values may hide the fault in the sum (zeros, equal activations):
         # ask again with distinct activations and weights, only the mask free.
-        (work / "check.v").write_text(route_checker(shape, witness=True))
-        log, _, _ = run_yosys(_sat_script("read_rtlil pe_cut.il", "strum_route_check", sat),
+        (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold", witness=True))
+        log, _, _ = run_yosys(_sat_script("read_rtlil pe_hold.il", "strum_route_check", sat),
                               cwd=work, log="route_witness")
         if _verdict(log) == "failed":
             result.counterexample = _route_counterexample(shape, _model(log))
@@ -261,13 +263,24 @@ def _part_lanes(work: Path, shape: PeShape) -> PartResult:
     lanes = lanes_of(shape)
     text = "".join(lane_checker(lane, f"strum_pe.{lane.name}") for lane in lanes)
     (work / "check.v").write_text(text)
-    script = ["read_verilog -sv pe.v", "read_verilog -sv -formal check.v", "hierarchy", "proc",
-              "flatten", "chformal -lower", "opt_clean"]
+    script = ["read_verilog -sv pe.v", "read_verilog -sv -formal check.v", "hierarchy", "proc"]
+    # A lane is combinational (the sum part counts its latency without it).
+    script += [f"select -assert-none strum_pe.{lane.name}/t:$*ff* strum_pe.{lane.name}/t:$*latch*"
+               for lane in lanes]
+    script += ["flatten", "chformal -lower", "opt_clean"]
     for lane in lanes:
         script += [f"log STRUM-LANE {lane.name}",
                    f"sat -prove-asserts -show act -show {lane.weight_port} -show product "
                    f"-show expected strum_lane_check_{lane.name}"]
-    log, cpu, wall = run_yosys("\n".join(script), cwd=work, log="lanes")
+    try:
+        log, cpu, wall = run_yosys("\n".join(script), cwd=work, log="lanes")
+    except ProofToolError as error:
+        bad = re.search(r"strum_pe\.(\w+)/t:", str(error))
+        if "Assertion failed" in str(error) and bad:
+            return PartResult("lanes", "failed", 0.0, 0.0,
+                              detail=f"lane {bad.group(1)} holds a register or latch: lanes must be "
+                                     f"combinational")
+        raise
     chunks = log.split("STRUM-LANE ")[1:]
     if len(chunks) != len(lanes):
         return PartResult("lanes", "unknown", cpu, wall, detail="a lane proof did not run")
@@ -327,10 +340,11 @@ def _part_sum(work: Path, shape: PeShape) -> PartResult:
     log, cpu, wall = run_yosys(_sat_script("read_rtlil pe_cut.il", "strum_sum_check", sat),
                                cwd=work, log="sum")
     status = _verdict(log)
-    steps = re.findall(r"Induction step proven: SUCCESS!", log)
     depth = re.findall(r"Trying induction with length (\d+)", log)
     result = PartResult("sum", status, cpu, wall,
                         detail=f"induction length {depth[-1]}" if depth and status == "proven" else "")
+    if status == "unknown":
+        result.detail = f"induction did not close within {MAX_INDUCTION} steps"
     if status == "failed":
         result.counterexample = _sum_counterexample(shape, _model(log))
         result.detail = "from reset, the accumulator or the handshake differs from the specification"
@@ -352,7 +366,8 @@ def _part_hold(work: Path, shape: PeShape, registers) -> PartResult:
     return result
 
 
-def prove_pe(pe: StrumPE, *, verilog: str | None = None, parts=PARTS, keep: bool = False) -> ProofReport:
+def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, parts=PARTS,
+             keep: bool = False) -> ProofReport:
     """Prove ``pe`` (or ``verilog``, a design of the same interface) against the spec.
 
     Parameters
@@ -364,9 +379,24 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, parts=PARTS, keep: bool
         Verilog text with top module ``strum_pe`` and the generated lane instances.
     parts : iterable of str
         A subset of :data:`PARTS`.
+    interface_json : path or None
+        With ``verilog``: its ``interface.json``, refused unless its payload fields are
+        ``pe``'s.
     keep : bool
         Keep the work folder (under ``$STRUM_CACHE/formal``) for inspection.
+
+    Raises
+    ------
+    ProofError
+        For Verilog that cannot be proven as given (unreadable, another interface, no
+        lane instances to cut at).
     """
+    if verilog is not None:
+        from strum.hw.export import _mark_elaborated
+
+        _mark_elaborated(pe)          # its Verilog is the user's: the component is not elaborated
+        if interface_json is not None:
+            check_interface(pe, interface_json)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"parts must be among {', '.join(PARTS)}, not {', '.join(unknown)}")
@@ -382,7 +412,7 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, parts=PARTS, keep: bool
             if part not in parts:
                 continue
             if part == "route":
-                report.parts.append(_part_route(work, shape))
+                report.parts.append(_part_route(work, shape, registers))
             elif part == "lanes":
                 report.parts.append(_part_lanes(work, shape))
             elif part == "sum":

@@ -109,7 +109,8 @@ def lanes_of(shape: PeShape) -> list[Lane]:
 
 # -- shared pieces ----------------------------------------------------------------------
 
-def _pe_instance(shape: PeShape, lanes: list[Lane], *, observe: bool, pe_module: str = "strum_pe") -> list[str]:
+def _pe_instance(shape: PeShape, lanes: list[Lane], *, pe_module: str = "strum_pe",
+                 registers=()) -> list[str]:
     """Declarations and the instance of the lane-cut PE; lane wires named ``<lane>_<port>``."""
     lines = []
     for lane in lanes:
@@ -122,30 +123,37 @@ def _pe_instance(shape: PeShape, lanes: list[Lane], *, observe: bool, pe_module:
         ports.append(f".{esc(lane.name + '.act')}({lane.name}_act)")
         ports.append(f".{esc(lane.name + '.' + lane.weight_port)}({lane.name}_{lane.weight_port})")
         ports.append(f".{esc(lane.name + '.product')}({lane.name}_product)")
+    for n, (d, q, width) in enumerate(registers):        # flip-flops cut: q free, d observed
+        lines.append(f"  wire [{width - 1}:0] d_{n};")
+        ports += [f".{esc(d)}(d_{n})", f".{esc(q)}(q_{n})"]
     lines.append(f"  {esc(pe_module)} pe (\n    " + ",\n    ".join(ports) + "\n  );")
     return lines
 
 
-def _header(name: str, shape: PeShape, lanes: list[Lane]) -> list[str]:
+def _header(name: str, shape: PeShape, lanes: list[Lane], registers=()) -> list[str]:
     A = shape.config.acc_width
     ports = ["input clk", "input rst", "input blocks__valid", "output blocks__ready",
              f"input [{shape.payload_width - 1}:0] blocks__payload", "input result__ready",
              "output result__valid", f"output [{A - 1}:0] result__payload"]
     ports += [f"input [{lane.product_width - 1}:0] {lane.name}_product" for lane in lanes]
+    ports += [f"input [{width - 1}:0] q_{n}" for n, (_, _, width) in enumerate(registers)]
     return [f"module {name} (\n  " + ",\n  ".join(ports) + "\n);"]
 
 
 # -- route --------------------------------------------------------------------------------
 
-def route_checker(shape: PeShape, *, witness: bool = False) -> str:
+def route_checker(shape: PeShape, registers, pe_module: str, *, witness: bool = False) -> str:
     """Checker ``strum_route_check``: every lane gets its weight's activation and weight field.
 
+    The PE comes with every flip-flop cut (``registers`` as for :func:`hold_checker`), so
+    the routing is proven for every register state: it must depend on the payload alone.
     ``witness``: also fix the activations and weights to distinct nonzero values, so that a
     counterexample (only the mask left free) shows a misrouting as a wrong block sum.
     """
     config, variant = shape.config, shape.variant
     lanes = lanes_of(shape)
-    lines = _header("strum_route_check", shape, lanes) + _pe_instance(shape, lanes, observe=True)
+    lines = (_header("strum_route_check", shape, lanes, registers)
+             + _pe_instance(shape, lanes, pe_module=pe_module, registers=registers))
     lines.append("  always @* begin")
     if witness:
         for path, (offset, width) in shape.fields.items():
@@ -230,7 +238,7 @@ def sum_checker(shape: PeShape) -> str:
     config, variant, L = shape.config, shape.variant, shape.latency
     A = config.acc_width
     lanes = lanes_of(shape)
-    lines = _header("strum_sum_check", shape, lanes) + _pe_instance(shape, lanes, observe=False)
+    lines = _header("strum_sum_check", shape, lanes) + _pe_instance(shape, lanes)
     for lane in lanes:           # each product sign-extended (or wrapped) to the accumulator
         lines.append(f"  wire [{A - 1}:0] {lane.name}_term = $signed({lane.name}_product);")
     first, last = shape.field("first"), shape.field("last")
@@ -302,22 +310,9 @@ def hold_checker(shape: PeShape, registers: list[tuple[str, str, int]], pe_modul
     """Checker ``strum_hold_check``: with every flip-flop cut (``expose -evert-dff``: its
     ``q`` an input, its ``d`` an output), a stalled, un-reset PE loads every register
     with its own value. ``registers``: (d port, q port, width)."""
-    A = shape.config.acc_width
     lanes = lanes_of(shape)
-    ports = ["input clk", "input rst", "input blocks__valid",
-             f"input [{shape.payload_width - 1}:0] blocks__payload", "input result__ready"]
-    ports += [f"input [{lane.product_width - 1}:0] {lane.name}_product" for lane in lanes]
-    ports += [f"input [{width - 1}:0] q_{n}" for n, (_, _, width) in enumerate(registers)]
-    lines = [f"module strum_hold_check (\n  " + ",\n  ".join(ports) + "\n);",
-             "  wire blocks__ready, result__valid;", f"  wire [{A - 1}:0] result__payload;"]
-    lines += [f"  wire [{width - 1}:0] d_{n};" for n, (_, _, width) in enumerate(registers)]
-    body = _pe_instance(shape, lanes, observe=False, pe_module=pe_module)
-    extra = []
-    for n, (d, q, _) in enumerate(registers):
-        extra.append(f".{esc(d)}(d_{n})")
-        extra.append(f".{esc(q)}(q_{n})")
-    body[-1] = body[-1][:-len("\n  );")] + ",\n    " + ",\n    ".join(extra) + "\n  );" if extra else body[-1]
-    lines += body
+    lines = (_header("strum_hold_check", shape, lanes, registers)
+             + _pe_instance(shape, lanes, pe_module=pe_module, registers=registers))
     lines.append("  always @* begin")
     lines.append("    assume(!rst && !blocks__ready);")
     lines += [f"    assert(d_{n} == q_{n});" for n in range(len(registers))]

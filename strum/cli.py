@@ -382,15 +382,19 @@ def _prove(args) -> int:
     from strum.hw.pe import StrumPE
 
     pe = StrumPE(**_hardware(args))
-    verilog = None
+    verilog, interface_json = None, None
     if args.verilog:
-        from strum.formal.prove import check_interface
         verilog = Path(args.verilog).read_text()
-        interface_path = Path(args.interface) if args.interface else Path(args.verilog).with_name("interface.json")
-        if args.interface or interface_path.exists():
-            check_interface(pe, interface_path)
+        beside = Path(args.verilog).with_name("interface.json")
+        interface_json = args.interface or (beside if beside.exists() else None)
+    from strum.formal.tools import ProofToolError, ProofToolMissing
+
     parts = _comma_list(args.parts) if args.parts else PARTS
-    report = prove_pe(pe, verilog=verilog, parts=parts)
+    try:
+        report = prove_pe(pe, verilog=verilog, interface_json=interface_json, parts=parts)
+    except (ProofToolError, ProofToolMissing) as error:
+        print(f"strum prove: error: {error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, ProofToolMissing) else 1
     for part in report.parts:
         print(f"{part.part:6s} {part.status:8s} {part.cpu_seconds:6.1f} s CPU  {part.detail}")
     if args.report:

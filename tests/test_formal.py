@@ -23,24 +23,25 @@ def pe_of(scheme, block, group=None, variant=None, **options):
     return StrumPE(config=config, variant=variant, **options)
 
 
-def assert_proven(report):
-    assert [part.part for part in report.parts] == ["route", "lanes", "sum", "hold"]
+def assert_proven(report, parts=("route", "lanes", "sum", "hold")):
+    assert [part.part for part in report.parts] == list(parts)
     assert report.proven, [part.to_dict() for part in report.parts if part.status != "proven"]
 
 
 @pytest.mark.parametrize("scheme,block,group,variant", [
-    ("int8", 8, None, "int8"),
-    ("dliq", 8, None, "static"), ("mip2q", 8, None, "static"), ("zero", 8, None, "static"),
-    ("dliq", 4, None, "dynamic"), ("mip2q", 8, None, "dynamic"), ("zero", 8, None, "dynamic"),
-    ("mip2q", 16, 4, "static"),
+    ("int8", 4, None, "int8"),
+    ("dliq", 8, 4, "static"), ("mip2q", 8, None, "static"), ("zero", 8, 4, "static"),
+    ("dliq", 4, None, "dynamic"), ("mip2q", 4, None, "dynamic"), ("zero", 4, None, "dynamic"),
 ])
 def test_pe_is_proven(scheme, block, group, variant):
     assert_proven(prove_pe(pe_of(scheme, block, group, variant)))
 
 
-def test_every_pipeline_depth_and_routing():
-    assert_proven(prove_pe(pe_of("dliq", 8, 4, adder_stages=0, routing="network")))
-    assert_proven(prove_pe(pe_of("dliq", 8, None, adder_stages=3, routing="full"), parts=["sum", "hold"]))
+def test_other_pipeline_depths_and_routings():
+    assert_proven(prove_pe(pe_of("dliq", 8, 4, adder_stages=0, routing="network"), parts=["route", "sum"]),
+                  ("route", "sum"))
+    assert_proven(prove_pe(pe_of("mip2q", 4, None, adder_stages=2, routing="full"), parts=["route", "sum"]),
+                  ("route", "sum"))
 
 
 # -- planted faults: each edits the generated Verilog text ------------------------------------
@@ -111,6 +112,13 @@ def test_cli_prints_the_counterexample_as_a_block_and_exits_1(tmp_path, capsys):
     expected = int(re.search(r"expected_block_sum: (-?\d+)", captured.err).group(1))
     got = int(re.search(r"got_block_sum: (-?\d+)", captured.err).group(1))
     assert expected != got
+
+
+def test_a_design_without_the_lane_instances_is_refused():
+    pe = pe_of("dliq", 4)
+    text = to_verilog(pe, "strum_pe").replace("  high_1 (", "  high_one (")
+    with pytest.raises(ValueError, match="no lane instance 'high_1'"):
+        prove_pe(pe, verilog=text)
 
 
 def test_cli_refuses_another_interface(tmp_path, capsys):
