@@ -57,6 +57,8 @@ class ProofReport:
     variant: str
     latency: int
     parts: list[PartResult] = field(default_factory=list)
+    #: Reading the Verilog and cutting it (Yosys), before any part.
+    prepare_cpu_seconds: float = 0.0
 
     @property
     def proven(self) -> bool:
@@ -64,7 +66,8 @@ class ProofReport:
 
     def to_dict(self) -> dict:
         return {"config": self.config, "variant": self.variant, "latency": self.latency,
-                "proven": self.proven, "parts": [part.to_dict() for part in self.parts]}
+                "proven": self.proven, "prepare_cpu_seconds": round(self.prepare_cpu_seconds, 2),
+                "parts": [part.to_dict() for part in self.parts]}
 
 
 def pe_shape(pe: StrumPE) -> PeShape:
@@ -79,7 +82,7 @@ def _select(lanes: list[Lane]) -> str:
     return " ".join(f"strum_pe/c:{lane.name}" for lane in lanes)
 
 
-def _prepare(work: Path, shape: PeShape, lanes: list[Lane]) -> list[tuple[str, str, int]]:
+def _prepare(work: Path, shape: PeShape, lanes: list[Lane]) -> tuple[list[tuple[str, str, int]], float]:
     """Cut the lanes out (pe_cut.il) and, flattened, every flip-flop too (pe_hold.il)."""
     script = "\n".join([
         "read_verilog -sv pe.v",
@@ -100,7 +103,7 @@ def _prepare(work: Path, shape: PeShape, lanes: list[Lane]) -> list[tuple[str, s
         "write_rtlil pe_hold.il",
     ])
     try:
-        run_yosys(script, cwd=work, log="prepare")
+        _, cpu, _ = run_yosys(script, cwd=work, log="prepare")
     except ProofToolError as error:
         missing = re.search(r"strum_pe/c:(\w+)", str(error))
         if "Assertion failed" in str(error) and missing:
@@ -122,7 +125,7 @@ def _prepare(work: Path, shape: PeShape, lanes: list[Lane]) -> list[tuple[str, s
         q = name[:-2] + ".q"
         if name.endswith(".d") and q in ports and any(bit in used for bit in ports[q]["bits"]):
             registers.append((name, q, len(port["bits"])))
-    return registers
+    return registers, cpu
 
 
 def _sat_script(read: str, top: str, sat: str) -> str:
@@ -407,7 +410,7 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
     try:
         (work / "pe.v").write_text(text)
         lanes = lanes_of(shape)
-        registers = _prepare(work, shape, lanes)
+        registers, report.prepare_cpu_seconds = _prepare(work, shape, lanes)
         for part in PARTS:
             if part not in parts:
                 continue
