@@ -222,17 +222,39 @@ def _lane_weight(lane: Lane, code: int, shift: int) -> int:
     return 0
 
 
+def _expected_acts(shape: PeShape, block: dict) -> dict:
+    """The activation each lane should get: a static PE's slot r of a group takes the r-th
+    set (high) or clear (low) lane of the group's mask; other PEs' lane i takes act[i]."""
+    config, act = shape.config, block["act"]
+    if shape.variant != "static":
+        return {lane.name: act[lane.slot] for lane in lanes_of(shape)}
+    mask = [bit == "1" for bit in block["mask"][::-1]]
+    G, h = config.group_size, config.high_per_group
+    expected = {}
+    for g in range(config.groups_per_block):
+        lanes = range(g * G, (g + 1) * G)
+        high = [i for i in lanes if mask[i]]
+        low = [i for i in lanes if not mask[i]]
+        expected.update({f"high_{g * h + r}": act[i] for r, i in enumerate(high)})
+        expected.update({f"low_{g * (G - h) + r}": act[i] for r, i in enumerate(low)})
+    return expected
+
+
 def _route_counterexample(shape: PeShape, rows: list[dict]) -> dict:
     values = {row["signal"]: row["bits"] for row in rows}
     payload = _value(values["blocks__payload"])
     block = _decode_block(shape, payload)
     got_sum, lanes = 0, []
+    expected_act = _expected_acts(shape, block)
     for lane in lanes_of(shape):
         act = _value(values.get(f"{lane.name}_act", "0"), True)
         code = _value(values.get(f"{lane.name}_{lane.weight_port}", "0"))
         weight = _lane_weight(lane, code, block.get("shift", 0))
         got_sum += act * weight
-        lanes.append({"lane": lane.name, "act": act, "weight": weight})
+        entry = {"lane": lane.name, "act": act, "weight": weight}
+        if expected_act.get(lane.name, act) != act:
+            entry["expected_act"] = expected_act[lane.name]
+        lanes.append(entry)
     block["got_block_sum"] = got_sum
     block["lanes"] = lanes
     return block
