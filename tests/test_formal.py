@@ -30,6 +30,7 @@ def assert_proven(report, parts=("route", "lanes", "sum", "hold")):
 
 @pytest.mark.parametrize("scheme,block,group,variant", [
     ("int8", 4, None, "int8"),
+    ("dliq", 16, None, "static"),            # the default PE, whole
     ("dliq", 8, 4, "static"), ("mip2q", 8, None, "static"), ("zero", 8, 4, "static"),
     ("dliq", 4, None, "dynamic"), ("mip2q", 4, None, "dynamic"), ("zero", 4, None, "dynamic"),
 ])
