@@ -51,11 +51,15 @@ def main():
     parser.add_argument("--json", default=None, metavar="OUT.json")
     parser.add_argument("--variants", default="int8,static,dynamic",
                         help="comma-separated subset of int8, static, dynamic (default: all)")
+    parser.add_argument("--schemes", default="int8,dliq,mip2q,zero",
+                        help="comma-separated subset of the schemes (default: all)")
     args = parser.parse_args()
-    variants = args.variants.split(",")
+    variants, schemes = args.variants.split(","), args.schemes.split(",")
     rows, proven_verilog = [], {}
     print(f"{'PE':32s} {'prepare':>7s} {'route':>7s} {'lanes':>7s} {'sum':>7s} {'hold':>7s} {'CPU s':>7s} {'wall s':>7s}  proven")
     for scheme, block, group, variant in matrix(args.quick, variants):
+        if scheme not in schemes:
+            continue
         high = block if scheme == "int8" else block // 2
         config = StrumConfig(scheme=scheme, block_size=block, high_lanes=high, group_size=group)
         pe = StrumPE(config=config, variant=variant)
