@@ -223,21 +223,17 @@ def _lane_weight(lane: Lane, code: int, shift: int) -> int:
 
 
 def _expected_acts(shape: PeShape, block: dict) -> dict:
-    """The activation each lane should get: a static PE's slot r of a group takes the r-th
-    set (high) or clear (low) lane of the group's mask; other PEs' lane i takes act[i]."""
-    config, act = shape.config, block["act"]
+    """The activation each lane should get: a static PE's high slot k takes the k-th set
+    lane of the block's mask, low slot k the k-th clear one (the memory image's
+    compaction); other PEs' lane i takes act[i]."""
+    act = block["act"]
     if shape.variant != "static":
         return {lane.name: act[lane.slot] for lane in lanes_of(shape)}
     mask = [bit == "1" for bit in block["mask"][::-1]]
-    G, h = config.group_size, config.high_per_group
-    expected = {}
-    for g in range(config.groups_per_block):
-        lanes = range(g * G, (g + 1) * G)
-        high = [i for i in lanes if mask[i]]
-        low = [i for i in lanes if not mask[i]]
-        expected.update({f"high_{g * h + r}": act[i] for r, i in enumerate(high)})
-        expected.update({f"low_{g * (G - h) + r}": act[i] for r, i in enumerate(low)})
-    return expected
+    high = [i for i, bit in enumerate(mask) if bit]
+    low = [i for i, bit in enumerate(mask) if not bit]
+    return {**{f"high_{k}": act[i] for k, i in enumerate(high)},
+            **{f"low_{k}": act[i] for k, i in enumerate(low)}}
 
 
 def _route_counterexample(shape: PeShape, rows: list[dict]) -> dict:
@@ -262,8 +258,8 @@ def _route_counterexample(shape: PeShape, rows: list[dict]) -> dict:
 
 # -- the parts --------------------------------------------------------------------------------
 
-def _part_route(work: Path, shape: PeShape, registers) -> PartResult:
-    (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold"))
+def _part_route(work: Path, shape: PeShape, registers, legal_per: str) -> PartResult:
+    (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold", legal_per=legal_per))
     shows = ["blocks__payload"] + [f"{lane.name}_{port}" for lane in lanes_of(shape)
                                    for port in ("act", lane.weight_port)]
     sat = "-prove-asserts -set-assumes -seq 1 " + " ".join(f"-show {name}" for name in shows)
@@ -276,7 +272,8 @@ def _part_route(work: Path, shape: PeShape, registers) -> PartResult:
         result.detail = "a lane receives the wrong activation or weight field"
         # The solver's values may hide the fault in the sum (zeros, equal activations):
         # ask again with distinct activations and weights, only the mask free.
-        (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold", witness=True))
+        (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold", witness=True,
+                                                    legal_per=legal_per))
         log, _, _ = run_yosys(_sat_script("read_rtlil pe_hold.il", "strum_route_check", sat),
                               cwd=work, log="route_witness")
         if _verdict(log) == "failed":
@@ -392,7 +389,7 @@ def _part_hold(work: Path, shape: PeShape, registers) -> PartResult:
 
 
 def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, parts=PARTS,
-             keep: bool = False) -> ProofReport:
+             keep: bool = False, legal_masks: str = "group") -> ProofReport:
     """Prove ``pe`` (or ``verilog``, a design of the same interface) against the spec.
 
     Parameters
@@ -409,6 +406,9 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
         ``pe``'s.
     keep : bool
         Keep the work folder (under ``$STRUM_CACHE/formal``) for inspection.
+    legal_masks : str
+        ``"group"``: masks with H*G/B set bits in every group, the memory image's rule;
+        ``"block"``: only H per block (shows what a per-block check would let through).
 
     Raises
     ------
@@ -422,6 +422,8 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
         _mark_elaborated(pe)          # its Verilog is the user's: the component is not elaborated
         if interface_json is not None:
             check_interface(pe, interface_json)
+    if legal_masks not in ("group", "block"):
+        raise ValueError(f"legal_masks must be 'group' or 'block', not {legal_masks!r}")
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"parts must be among {', '.join(PARTS)}, not {', '.join(unknown)}")
@@ -437,7 +439,7 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
             if part not in parts:
                 continue
             if part == "route":
-                report.parts.append(_part_route(work, shape, registers))
+                report.parts.append(_part_route(work, shape, registers, legal_masks))
             elif part == "lanes":
                 report.parts.append(_part_lanes(work, shape))
             elif part == "sum":

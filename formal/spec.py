@@ -8,8 +8,9 @@ lane's ``act``/``weight``/``code`` become outputs of the PE, its ``product`` an 
 
 ``route``
     Every lane receives its weight field and the activation of that weight's lane: high
-    slot ``g*h + r`` takes the activation of the lane that is the r-th set mask bit of
-    group g, low slot ``g*l + r`` that of the r-th clear bit (for every legal mask).
+    slot k takes the activation of the lane that is the k-th set mask bit of the block,
+    low slot k that of the k-th clear bit (the memory image's compaction), for every mask
+    legal per selection group.
 ``lanes``
     Every lane's product is its activation times its decoded weight (int8; DLIQ q4 as a
     4-bit two's complement; MIP2Q ``sign << 3 | c``, 0 or +-2**(c-1); zero).
@@ -142,13 +143,17 @@ def _header(name: str, shape: PeShape, lanes: list[Lane], registers=()) -> list[
 
 # -- route --------------------------------------------------------------------------------
 
-def route_checker(shape: PeShape, registers, pe_module: str, *, witness: bool = False) -> str:
+def route_checker(shape: PeShape, registers, pe_module: str, *, witness: bool = False,
+                  legal_per: str = "group") -> str:
     """Checker ``strum_route_check``: every lane gets its weight's activation and weight field.
 
     The PE comes with every flip-flop cut (``registers`` as for :func:`hold_checker`), so
     the routing is proven for every register state: it must depend on the payload alone.
     ``witness``: also fix the activations and weights to distinct nonzero values, so that a
     counterexample (only the mask left free) shows a misrouting as a wrong block sum.
+    ``legal_per``: ``"group"`` (the memory image's rule), or ``"block"`` to assume only H
+    set bits per block, the reader's check before issue 14 (a static PE with G < B then
+    fails: the counterexample is a mask the old reader let through).
     """
     config, variant = shape.config, shape.variant
     lanes = lanes_of(shape)
@@ -185,29 +190,28 @@ def route_checker(shape: PeShape, registers, pe_module: str, *, witness: bool = 
             offset = shape.fields[f"weights[{i}]"][0]
             lines.append(f"    assert(low_{i}_code == ({m} ? 4'd0 : blocks__payload[{offset + 3}:{offset}]));")
     else:
-        G, groups = config.group_size, config.groups_per_block
-        h, l = config.high_per_group, config.group_size - config.high_per_group
-        w = max(G.bit_length(), 1)
-        prefix = []
-        for g in range(groups):
-            bits = [shape.bit("mask", g * G + i) for i in range(G)]
-            # ones_before[i]: set mask bits of the group below lane i, as a running count.
-            prefix.append(f"  wire [{w - 1}:0] g{g}_ones_0 = {w}'d0;")
-            for i in range(G):
-                prefix.append(f"  wire [{w - 1}:0] g{g}_ones_{i + 1} = g{g}_ones_{i} + {{{w - 1}'d0, {bits[i]}}};"
-                              if w > 1 else f"  wire g{g}_ones_{i + 1} = g{g}_ones_{i} + {bits[i]};")
-            # Legal masks only: the memory image holds h set bits in every group.
-            lines.append(f"    assume(g{g}_ones_{G} == {w}'d{h});")
-            for i in range(G):
-                lane, ones = g * G + i, f"g{g}_ones_{i}"
-                for r in range(max(0, i - l), min(i, h - 1) + 1):      # the r-th set bit is at i
-                    lines.append(f"    if ({bits[i]} && {ones} == {w}'d{r}) "
-                                 f"assert(high_{g * h + r}_act == {act[lane]});")
-                if config.scheme == "zero":
-                    continue
-                for r in range(max(0, i - h), min(i, l - 1) + 1):      # the r-th clear bit is at i
-                    lines.append(f"    if (!{bits[i]} && {w}'d{i} - {ones} == {w}'d{r}) "
-                                 f"assert(low_{g * l + r}_act == {act[lane]});")
+        B, H, L = config.block_size, config.high_lanes, config.low_lanes
+        G, groups, h = config.group_size, config.groups_per_block, config.high_per_group
+        w = B.bit_length()
+        bits = [shape.bit("mask", i) for i in range(B)]
+        # ones_<i>: set mask bits below lane i in the whole block, a running count. The
+        # memory image compacts over the block: high[k] is the k-th set lane of the block,
+        # low[k] the k-th clear one. Selection groups are the hardware's business.
+        prefix = [f"  wire [{w - 1}:0] ones_0 = {w}'d0;"]
+        prefix += [f"  wire [{w - 1}:0] ones_{i + 1} = ones_{i} + {{{w - 1}'d0, {bits[i]}}};" for i in range(B)]
+        if legal_per == "group":      # the image holds h set bits in every group
+            for g in range(groups):
+                lines.append(f"    assume(ones_{(g + 1) * G} - ones_{g * G} == {w}'d{h});")
+        else:
+            lines.append(f"    assume(ones_{B} == {w}'d{H});")
+        for i in range(B):
+            for k in range(max(0, i - L), min(i, H - 1) + 1):          # the k-th set bit is at i
+                lines.append(f"    if ({bits[i]} && ones_{i} == {w}'d{k}) assert(high_{k}_act == {act[i]});")
+            if config.scheme == "zero":
+                continue
+            for k in range(max(0, i - H), min(i, L - 1) + 1):          # the k-th clear bit is at i
+                lines.append(f"    if (!{bits[i]} && {w}'d{i} - ones_{i} == {w}'d{k}) "
+                             f"assert(low_{k}_act == {act[i]});")
         lines[lines.index("  always @* begin"):lines.index("  always @* begin")] = prefix
         for lane in lanes:
             field = f"{lane.side}[{lane.slot}]"

@@ -40,3 +40,17 @@ def test_inspect_refuses_it(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 2
     err = capsys.readouterr().err
     assert "block (0, 1)" in err and "group 0" in err and err.count("\n") == 1
+
+
+def test_the_pe_misroutes_masks_legal_only_per_block():
+    """Why the reader checks groups: with masks legal only per block, the static PE at
+    G = 4 provably misroutes, and legal per group it provably does not."""
+    from strum.formal.prove import prove_pe
+    from strum.hw.pe import StrumPE
+
+    pe = StrumPE(config=CONFIG.replace(block_size=8, high_lanes=4))
+    assert prove_pe(pe, parts=["route"]).proven
+    report = prove_pe(pe, parts=["route"], legal_masks="block")
+    assert report.parts[0].status == "failed"
+    mask = report.parts[0].counterexample["mask"]
+    assert mask.count("1") == 4 and {mask[:4].count("1"), mask[4:].count("1")} != {2}
