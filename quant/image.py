@@ -152,7 +152,23 @@ def unpack_blocks(config: StrumConfig, packed: np.ndarray) -> BlockFields:
             raise ImageError(f"a DLIQ shift exceeds {config.dliq_max_shift}")
     if (mask.sum(axis=-1) != H).any():
         raise ImageError(f"a block mask does not have exactly high_lanes={H} bits set")
+    _check_groups(config, mask)
     return BlockFields(mask=mask, high=high, low_codes=low, shift=shift)
+
+
+def _check_groups(config: StrumConfig, mask: np.ndarray) -> None:
+    """Refuse a mask with the wrong number of high lanes in a selection group: the PE
+    routes each group on its own, so a mask legal per block but not per group is misrouted."""
+    G, h = config.group_size, config.high_per_group
+    per_group = mask.reshape(mask.shape[:-1] + (config.groups_per_block, G)).sum(axis=-1)
+    wrong = np.argwhere(per_group != h)
+    if len(wrong):
+        *block, group = (int(i) for i in wrong[0])
+        bits = "".join("1" if bit else "0" for bit in mask[tuple(block)][::-1])
+        raise ImageError(f"block {tuple(block) if len(block) != 1 else block[0]} (mask {bits}, lane 0 "
+                         f"rightmost): group {group} (lanes {group * G}..{group * G + G - 1}) has "
+                         f"{int(per_group[tuple(wrong[0])])} high lanes, group_size={G} needs "
+                         f"high_lanes*group_size/block_size = {h}")
 
 
 # -- image files ---------------------------------------------------------------------------

@@ -390,6 +390,7 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
         options = {k: v for k, v in hardware.items() if k != "config"}
         if layer_config != config:
             options.update(variant="int8", routing=None)
+            options.pop("shared", None)          # nothing to share: the int8 array has no masks
         given = (quantized or {}).get(candidate.name) if layer_config == config else None
         job = prepare_layer(candidate, layer_config, x, given)
         with phase(f"co-simulating layer {index + 1}/{len(chosen)} {candidate.name} "

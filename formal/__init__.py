@@ -1,0 +1,1 @@
+"""Formal proofs that the generated PE equals its specification (``docs/verification.md``)."""

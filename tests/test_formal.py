@@ -1,0 +1,129 @@
+# amaranth: UnusedElaboratable=no
+"""Proofs of the PE against the specification, and planted faults they must find.
+
+The full matrix of docs/verification.md (every scheme and variant at B = 16 with G = 16, 8, 4
+and B = 4, 8, 32) takes minutes and lives in benchmarks/bench_prove.py; here a
+representative subset that keeps every variant, scheme and selection group.
+"""
+
+import re
+
+import pytest
+
+from strum.cli import main
+from strum.formal.prove import prove_pe
+from strum.hw.export import to_verilog
+from strum.hw.pe import StrumPE
+from strum.quant.config import StrumConfig
+
+
+def pe_of(scheme, block, group=None, variant=None, **options):
+    high = block if scheme == "int8" else block // 2
+    config = StrumConfig(scheme=scheme, block_size=block, high_lanes=high, group_size=group)
+    return StrumPE(config=config, variant=variant, **options)
+
+
+def assert_proven(report, parts=("route", "lanes", "sum", "hold")):
+    assert [part.part for part in report.parts] == list(parts)
+    assert report.proven, [part.to_dict() for part in report.parts if part.status != "proven"]
+
+
+@pytest.mark.parametrize("scheme,block,group,variant", [
+    ("int8", 4, None, "int8"),
+    ("dliq", 16, None, "static"),            # the default PE, whole
+    ("dliq", 8, 4, "static"), ("mip2q", 8, None, "static"), ("zero", 8, 4, "static"),
+    ("dliq", 4, None, "dynamic"), ("mip2q", 4, None, "dynamic"), ("zero", 4, None, "dynamic"),
+])
+def test_pe_is_proven(scheme, block, group, variant):
+    assert_proven(prove_pe(pe_of(scheme, block, group, variant)))
+
+
+def test_other_pipeline_depths_and_routings():
+    assert_proven(prove_pe(pe_of("dliq", 8, 4, adder_stages=0, routing="network"), parts=["route", "sum"]),
+                  ("route", "sum"))
+    assert_proven(prove_pe(pe_of("mip2q", 4, None, adder_stages=2, routing="full"), parts=["route", "sum"]),
+                  ("route", "sum"))
+
+
+# -- planted faults: each edits the generated Verilog text ------------------------------------
+
+def module_text(text, name):
+    start = text.index(f"module \\strum_pe.{name} ")
+    return start, text.index("endmodule", start)
+
+
+def edit_module(text, name, old, new):
+    start, end = module_text(text, name)
+    body = text[start:end]
+    assert old in body, f"{old!r} not in module {name}"
+    return text[:start] + body.replace(old, new, 1) + text[end:]
+
+
+def swap_router_outputs(text):
+    """High lanes 0 and 1 get each other's activation."""
+    pattern = r"(\\strum_pe\.high_{0}\s+high_{0} \([^;]*?\.act\()([^)]*)\)"
+    first, second = (re.search(pattern.format(k), text) for k in (0, 1))
+    a, b = first.group(2), second.group(2)
+    text = text[:first.start(2)] + "@@" + text[first.end(2):]
+    text = re.sub(pattern.format(1), lambda m: m.group(1) + a + ")", text)
+    return text.replace("@@", b)
+
+
+FAULTS = {
+    "router outputs swapped": (("dliq", 4, None, "static"), swap_router_outputs, "route"),
+    "DLIQ shift off by one": (("dliq", 4, None, "static"),
+                              lambda t: edit_module(t, "low_shift", "<< shift;", "<< (shift + 3'd1);"), "sum"),
+    "MIP2Q sign bit dropped": (("mip2q", 4, None, "static"),
+                               lambda t: edit_module(t, "low_0", "code[3] ?", "1'b0 ?"), "lanes"),
+    "accumulator first ignored": (("dliq", 4, None, "static"),
+                                  lambda t: edit_module(t, "accumulator", "if (first) begin", "if (1'b0) begin"),
+                                  "sum"),
+    "result lost while result.ready is low": (
+        ("mip2q", 4, None, "static"),
+        lambda t: re.sub(r"(= result__valid;\n\s+if \()blocks__ready(\))", r"\g<1>1'b1\2", t, count=1), "sum"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_planted_fault_is_found_with_a_counterexample(fault):
+    args, plant, part = FAULTS[fault]
+    pe = pe_of(*args)
+    text = to_verilog(pe, "strum_pe")
+    faulty = plant(text)
+    assert faulty != text
+    report = prove_pe(pe, verilog=faulty)
+    statuses = {result.part: result for result in report.parts}
+    assert not report.proven
+    assert statuses[part].status == "failed" and statuses[part].counterexample
+    others = {name for name, result in statuses.items() if result.status != "proven"}
+    assert others <= {part, "hold"}, others     # a lost result also changes a stalled register
+
+
+def test_cli_prints_the_counterexample_as_a_block_and_exits_1(tmp_path, capsys):
+    assert main(["generate", "pe", "--scheme", "dliq", "--block", "4", "-o", str(tmp_path)]) == 0
+    verilog = tmp_path / "strum_pe.v"
+    verilog.write_text(swap_router_outputs(verilog.read_text()))
+    capsys.readouterr()
+    assert main(["prove", "pe", "--scheme", "dliq", "--block", "4", "--verilog", str(verilog),
+                 "--parts", "route"]) == 1
+    captured = capsys.readouterr()
+    assert "NOT proven: route" in captured.out
+    for key in ("mask:", "act:", "weights:", "expected_block_sum:", "got_block_sum:"):
+        assert key in captured.err
+    expected = int(re.search(r"expected_block_sum: (-?\d+)", captured.err).group(1))
+    got = int(re.search(r"got_block_sum: (-?\d+)", captured.err).group(1))
+    assert expected != got
+
+
+def test_a_design_without_the_lane_instances_is_refused():
+    pe = pe_of("dliq", 4)
+    text = to_verilog(pe, "strum_pe").replace("  high_1 (", "  high_one (")
+    with pytest.raises(ValueError, match="no lane instance 'high_1'"):
+        prove_pe(pe, verilog=text)
+
+
+def test_cli_refuses_another_interface(tmp_path, capsys):
+    assert main(["generate", "pe", "--scheme", "mip2q", "--block", "4", "-o", str(tmp_path)]) == 0
+    assert main(["prove", "pe", "--scheme", "dliq", "--block", "4",
+                 "--verilog", str(tmp_path / "strum_pe.v")]) == 2
+    assert "not the same interface" in capsys.readouterr().err
