@@ -73,15 +73,20 @@ def silero_vad_onnx(cache_dir=None, *, variant: str = "silero_vad") -> Path:
                          f"not {variant!r}")
     member, member_sha256 = SILERO_VAD_VARIANTS[variant]
     folder = cache_root(cache_dir) / f"silero-vad-{SILERO_VAD_VERSION}"
-    target = folder / f"{variant}.onnx"
+    return _wheel_member(folder / f"{variant}.onnx", member, member_sha256,
+                         lambda scratch: _download_wheel(scratch), _WHEEL_NAME)
+
+
+def _wheel_member(target: Path, member: str, member_sha256: str, download, wheel_name: str) -> Path:
+    """``target``, extracted from ``member`` of the wheel ``download(scratch)`` fetches,
+    unless a file with the pinned sha256 is already there. Extracted next to the target,
+    then renamed: readers never see half a file."""
     if target.is_file() and _sha256(target) == member_sha256:
         return target
-
-    folder.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="strum-fetch-") as scratch:
-        wheel = _download_wheel(Path(scratch))
-        # Extract next to the target, then rename: readers never see half a file.
-        fd, partial = tempfile.mkstemp(prefix=f".{variant}-", suffix=".part", dir=folder)
+        wheel = download(Path(scratch))
+        fd, partial = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".part", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as archive:
                 with archive.open(member) as src:
@@ -89,7 +94,7 @@ def silero_vad_onnx(cache_dir=None, *, variant: str = "silero_vad") -> Path:
                         out.write(chunk)
             got = _sha256(Path(partial))
             if got != member_sha256:
-                raise FetchError(f"{member} in {_WHEEL_NAME} has sha256 {got}, "
+                raise FetchError(f"{member} in {wheel_name} has sha256 {got}, "
                                  f"expected {member_sha256}")
             os.replace(partial, target)
         finally:
@@ -125,28 +130,10 @@ def rapidocr_onnx(name: str, cache_dir=None) -> Path:
         raise ValueError(f"name must be one of {', '.join(RAPIDOCR_MODELS)}, not {name!r}")
     member, member_sha256 = RAPIDOCR_MODELS[name]
     folder = cache_root(cache_dir) / f"rapidocr-{RAPIDOCR_VERSION}"
-    target = folder / f"{name}.onnx"
-    if target.is_file() and _sha256(target) == member_sha256:
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="strum-fetch-") as scratch:
-        wheel = _download_wheel(Path(scratch), f"rapidocr_onnxruntime=={RAPIDOCR_VERSION}",
-                                *_RAPIDOCR_WHEEL)
-        fd, partial = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as archive:
-                with archive.open(member) as src:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-            got = _sha256(Path(partial))
-            if got != member_sha256:
-                raise FetchError(f"{member} in {_RAPIDOCR_WHEEL[0]} has sha256 {got}, "
-                                 f"expected {member_sha256}")
-            os.replace(partial, target)
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
-    return target
+    return _wheel_member(folder / f"{name}.onnx", member, member_sha256,
+                         lambda scratch: _download_wheel(
+                             scratch, f"rapidocr_onnxruntime=={RAPIDOCR_VERSION}", *_RAPIDOCR_WHEEL),
+                         _RAPIDOCR_WHEEL[0])
 
 
 def _download_wheel(scratch: Path, requirement: str | None = None, wheel_name: str = _WHEEL_NAME,
