@@ -8,7 +8,9 @@ tile's R channels (from the memory image, :func:`strum.quant.image.unpack_blocks
 the j-th activation block of each of its C positions (:func:`strum.quant.reference.conv_patches`,
 the same reduction order). Rows or columns past the layer's edge get zero blocks; their
 results are dropped. Every accumulator is compared with :func:`strum.quant.reference.conv`
-or :func:`~strum.quant.reference.linear`.
+or :func:`~strum.quant.reference.linear`. On a DPU with one activation block per PE
+(``activations="per_pe"``) tiles take R channels of any groups, so depthwise layers fill
+every row.
 """
 
 from __future__ import annotations
