@@ -23,7 +23,8 @@ from strum.quant.config import ConfigError, StrumConfig
 from .layouts import check_variant, pe_block_layout, refused_quietly
 from .pe import StrumPE
 
-__all__ = ["StrumDPU", "dpu_step_layout", "dpu_tile_layout", "MAX_ARRAY_SIDE", "ACTIVATIONS"]
+__all__ = ["StrumDPU", "dpu_step_layout", "dpu_tile_layout", "MAX_ARRAY_SIDE", "ACTIVATIONS",
+           "check_activations"]
 
 MAX_ARRAY_SIDE = 64
 _PE_CONTROL_FIELDS = ("act", "first", "last")
@@ -33,6 +34,7 @@ ACTIVATIONS = ("per_column", "per_pe")
 
 
 def check_activations(activations: str) -> str:
+    """Refuse an ``activations`` option not in :data:`ACTIVATIONS`; return it."""
     if activations not in ACTIVATIONS:
         raise ConfigError(f"activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}")
     return activations
@@ -97,7 +99,7 @@ class StrumDPU(wiring.Component):
 
     Attributes
     ----------
-    steps : In(stream.Signature(dpu_step_layout(config, variant, rows, cols)))
+    steps : In(stream.Signature(dpu_step_layout(config, variant, rows, cols, activations=...)))
         One reduction step of a tile per transfer; ``last`` marks a tile's final step.
     tiles : Out(stream.Signature(dpu_tile_layout(config, rows, cols)))
         The accumulators of every PE after a tile's last step.
