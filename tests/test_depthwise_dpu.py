@@ -92,3 +92,17 @@ def test_tiny_depthwise_layer_on_amaranth():
     job = prepare_layer(layer, config, random_input((1, 3, 3, 3), 6))
     report = simulate_layer(job, rows=2, cols=2, backend="amaranth", activations="per_pe", seed=1)
     assert report["mismatches"] == 0 and report["outputs"] == 27
+
+
+def test_grouped_conv_with_row_decoders_on_amaranth():
+    # Two input and two output channels per group on four rows: a tile holds two groups,
+    # and the rows' shared mask decoders serve PEs with different activations.
+    config = StrumConfig(block_size=4, high_lanes=2)
+    weight = np.random.default_rng(0).normal(size=(6, 2, 3, 3))
+    layer = Layer(name="g", op="Conv", weight=weight,
+                  attrs={"group": 3, "strides": (1, 1), "pads": (1, 1, 1, 1),
+                         "dilations": (1, 1), "kernel_shape": (3, 3)})
+    job = prepare_layer(layer, config, random_input((1, 6, 3, 3), 1))
+    report = simulate_layer(job, rows=4, cols=2, backend="amaranth", activations="per_pe",
+                            shared="decode", routing="onehot")
+    assert report["mismatches"] == 0 and report["outputs"] == 54
