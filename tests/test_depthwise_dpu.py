@@ -106,3 +106,19 @@ def test_grouped_conv_with_row_decoders_on_amaranth():
     report = simulate_layer(job, rows=4, cols=2, backend="amaranth", activations="per_pe",
                             shared="decode", routing="onehot")
     assert report["mismatches"] == 0 and report["outputs"] == 54
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"kind": "pe", "activations": "per_pe"}, "option of the DPU"),
+    ({"kind": "dpu", "activations": "per_pe", "shared": "route"}, "does not go with"),
+    ({"kind": "dpu", "activations": "all"}, "activations must be one of"),
+])
+def test_synth_design_checks_activations(changes, message):
+    from strum.synth.designs import Design
+    from strum.synth.tools import SynthError
+
+    with pytest.raises((ConfigError, SynthError), match=message):
+        Design(config=SMALL, **changes)
+    design = Design(kind="dpu", config=SMALL, rows=2, cols=2, activations="per_pe")
+    assert design.name.endswith("-perpe") and design.to_dict()["activations"] == "per_pe"
+    assert "activations" not in Design(kind="dpu", config=SMALL).to_dict()
