@@ -3,7 +3,8 @@
 PE (r, c) accumulates one output (output channel k0 + r at output position p0 + c) over
 a layer's reduction vector, one block per cycle. Each transfer on ``steps`` carries one
 reduction step of a whole tile: R weight blocks, shared along the rows, and C
-activation blocks, shared along the columns. The sequencer marks the step after a
+activation blocks, shared along the columns (or, with ``activations="per_pe"``, R x C
+activation blocks, one per PE, for depthwise layers). The sequencer marks the step after a
 ``last`` step as the ``first`` of the next accumulation, fans every step out to all PEs
 at once, and offers the R x C accumulators as one ``tiles`` transfer when the tile's
 last step has passed through. Draining is one transfer, so it never stalls the array
@@ -22,10 +23,21 @@ from strum.quant.config import ConfigError, StrumConfig
 from .layouts import check_variant, pe_block_layout, refused_quietly
 from .pe import StrumPE
 
-__all__ = ["StrumDPU", "dpu_step_layout", "dpu_tile_layout", "MAX_ARRAY_SIDE"]
+__all__ = ["StrumDPU", "dpu_step_layout", "dpu_tile_layout", "MAX_ARRAY_SIDE", "ACTIVATIONS",
+           "check_activations"]
 
 MAX_ARRAY_SIDE = 64
 _PE_CONTROL_FIELDS = ("act", "first", "last")
+#: How a step hands out activations: one block per column, shared by its R PEs, or one
+#: block per PE (a depthwise layer: row r needs channel k0 + r's own activations).
+ACTIVATIONS = ("per_column", "per_pe")
+
+
+def check_activations(activations: str) -> str:
+    """Refuse an ``activations`` option not in :data:`ACTIVATIONS`; return it."""
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}")
+    return activations
 
 
 def _weight_layout(config: StrumConfig, variant: str) -> data.StructLayout:
@@ -34,12 +46,18 @@ def _weight_layout(config: StrumConfig, variant: str) -> data.StructLayout:
                               if name not in _PE_CONTROL_FIELDS})
 
 
-def dpu_step_layout(config: StrumConfig, variant: str | None, rows: int, cols: int) -> data.StructLayout:
-    """One reduction step of a tile: ``weights`` (R blocks), ``act`` (C blocks), ``last``."""
+def dpu_step_layout(config: StrumConfig, variant: str | None, rows: int, cols: int, *,
+                    activations: str = "per_column") -> data.StructLayout:
+    """One reduction step of a tile: ``weights`` (R blocks), ``act`` (C blocks: ``act[c]``;
+    with ``activations="per_pe"`` R x C blocks: ``act[r][c]``), ``last``."""
     variant = check_variant(config, variant)
+    block = data.ArrayLayout(signed(config.act_width), config.block_size)
+    act = data.ArrayLayout(block, cols)
+    if check_activations(activations) == "per_pe":
+        act = data.ArrayLayout(act, rows)
     return data.StructLayout({
         "weights": data.ArrayLayout(_weight_layout(config, variant), rows),
-        "act": data.ArrayLayout(data.ArrayLayout(signed(config.act_width), config.block_size), cols),
+        "act": act,
         "last": unsigned(1),
     })
 
@@ -70,10 +88,18 @@ class StrumDPU(wiring.Component):
         routed once, with the mask of row qK; the PEs have no router). The ``steps``
         layout is the same for every option: with ``route``, only the mask of each set's
         first row is read.
+    activations : str
+        ``per_column`` (default): each step carries C activation blocks, ``act[c]`` shared
+        by column c's R PEs. ``per_pe``: each step carries R x C blocks, ``act[r][c]`` to
+        PE (r, c) alone, so that the R rows of a depthwise (or grouped) layer, R channels
+        of different groups, each get their own channel's activations and all R rows stay
+        busy (one row per tile otherwise). The cost: the step, and so the activation bus
+        and buffer read port, is R times as wide (R x C x B x 8 bits). Not with
+        ``shared="route"`` (its routers serve a column's rows with one activation block).
 
     Attributes
     ----------
-    steps : In(stream.Signature(dpu_step_layout(config, variant, rows, cols)))
+    steps : In(stream.Signature(dpu_step_layout(config, variant, rows, cols, activations=...)))
         One reduction step of a tile per transfer; ``last`` marks a tile's final step.
     tiles : Out(stream.Signature(dpu_tile_layout(config, rows, cols)))
         The accumulators of every PE after a tile's last step.
@@ -88,8 +114,13 @@ class StrumDPU(wiring.Component):
 
     def __init__(self, *, config: StrumConfig, rows: int = 4, cols: int = 4,
                  variant: str | None = None, adder_stages: int = 1, routing: str | None = None,
-                 shared: str = "none", router_register: bool = False):
+                 shared: str = "none", router_register: bool = False,
+                 activations: str = "per_column"):
         with refused_quietly(self):
+            check_activations(activations)
+            if activations == "per_pe" and shared == "route":
+                raise ConfigError("activations='per_pe' does not go with shared='route': the edge "
+                                  "routers serve a column's rows with one activation block")
             for name, value in (("rows", rows), ("cols", cols)):
                 if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ARRAY_SIDE:
                     raise ConfigError(f"{name} must be an integer from 1 to {MAX_ARRAY_SIDE}, not {value!r}")
@@ -109,8 +140,10 @@ class StrumDPU(wiring.Component):
         self._config, self._variant, self._rows, self._cols = config, variant, rows, cols
         self._router_register = router_register
         self._shared = shared
+        self._activations = activations
         super().__init__({
-            "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols))),
+            "steps": In(stream.Signature(dpu_step_layout(config, variant, rows, cols,
+                                                         activations=activations))),
             "tiles": Out(stream.Signature(dpu_tile_layout(config, rows, cols))),
         })
 
@@ -147,6 +180,10 @@ class StrumDPU(wiring.Component):
         return self._shared
 
     @property
+    def activations(self) -> str:
+        return self._activations
+
+    @property
     def latency(self) -> int:
         return self._pes[0][0].latency
 
@@ -179,7 +216,8 @@ class StrumDPU(wiring.Component):
                 block.last.eq(steps.payload.last),
             ]
             if "act" in pe_fields:
-                m.d.comb += block.act.eq(steps.payload.act[c])
+                act = steps.payload.act[r][c] if self._activations == "per_pe" else steps.payload.act[c]
+                m.d.comb += block.act.eq(act)
             m.d.comb += [getattr(block, name).eq(getattr(steps.payload.weights[r], name))
                          for name in weight_fields if name in pe_fields]
             for name, values in shared_inputs(r, c).items():

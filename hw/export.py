@@ -66,7 +66,7 @@ def payload_fields(shape: Any) -> dict[str, FieldSpec]:
 
 #: Component attributes that, with its class, determine the hardware it builds.
 _PARAMETERS = ("config", "variant", "adder_stages", "routing", "rows", "cols", "shared",
-               "router_register", "isolate_zero")
+               "router_register", "isolate_zero", "activations")
 
 
 def _design_key(component, name: str) -> str | None:

@@ -8,7 +8,9 @@ tile's R channels (from the memory image, :func:`strum.quant.image.unpack_blocks
 the j-th activation block of each of its C positions (:func:`strum.quant.reference.conv_patches`,
 the same reduction order). Rows or columns past the layer's edge get zero blocks; their
 results are dropped. Every accumulator is compared with :func:`strum.quant.reference.conv`
-or :func:`~strum.quant.reference.linear`.
+or :func:`~strum.quant.reference.linear`. On a DPU with one activation block per PE
+(``activations="per_pe"``) tiles take R channels of any groups, so depthwise layers fill
+every row.
 """
 
 from __future__ import annotations
@@ -193,20 +195,37 @@ def _tile_indices(count: int, side: int, tiles_other: int, outer: bool):
     return np.repeat(index, tiles_other, axis=0) if outer else np.tile(index, (tiles_other, 1))
 
 
-def schedule(job: LayerJob, rows: int, cols: int, variant: str | None = None) -> Schedule:
-    """Every step of every tile, as payload arrays (vectorised)."""
+def schedule(job: LayerJob, rows: int, cols: int, variant: str | None = None, *,
+             activations: str = "per_column") -> Schedule:
+    """Every step of every tile, as payload arrays (vectorised).
+
+    ``activations`` is the DPU's (:class:`~strum.hw.dpu.StrumDPU`). ``per_column``: a
+    tile's rows are channels of one conv group (they share the column's activations), so
+    a depthwise layer fills one row per tile. ``per_pe``: tiles run over all K channels
+    whatever their group, and PE (r, c) gets the activations of channel r's group at
+    position c: every row is busy.
+    """
+    from strum.hw.dpu import check_activations
+
     config, fields = job.config, job.weights
     channels, positions = job.expected.shape
     per_group = channels // job.groups
     nb = job.blocks_per_output
-    channel_tiles, position_tiles = -(-per_group // rows), -(-positions // cols)
-    local_channel = _tile_indices(per_group, rows, position_tiles, outer=True)
+    per_pe = check_activations(activations) == "per_pe"
+    tiled_channels = channels if per_pe else per_group
+    channel_tiles, position_tiles = -(-tiled_channels // rows), -(-positions // cols)
+    local_channel = _tile_indices(tiled_channels, rows, position_tiles, outer=True)
     position = _tile_indices(positions, cols, channel_tiles, outer=False)
-    # One set of tiles per group; channels of group g are g*per_group + local.
-    group = np.repeat(np.arange(job.groups), len(position))
-    channel = np.where(np.tile(local_channel, (job.groups, 1)) >= 0,
-                       np.tile(local_channel, (job.groups, 1)) + group[:, None] * per_group, -1)
-    position = np.tile(position, (job.groups, 1))
+    if per_pe:
+        channel = local_channel
+        # Each row's own group; padding rows (zero weights) take group 0's activations.
+        group = np.where(channel >= 0, channel // per_group, 0)          # [T, R]
+    else:
+        # One set of tiles per group; channels of group g are g*per_group + local.
+        group = np.repeat(np.arange(job.groups), len(position))
+        channel = np.where(np.tile(local_channel, (job.groups, 1)) >= 0,
+                           np.tile(local_channel, (job.groups, 1)) + group[:, None] * per_group, -1)
+        position = np.tile(position, (job.groups, 1))
     tiles = len(channel)
 
     # Padding rows take a zero block (the first H lanes of each group high), padding
@@ -223,8 +242,12 @@ def schedule(job: LayerJob, rows: int, cols: int, variant: str | None = None) ->
         gathered = np.moveaxis(gathered, 2, 1).reshape((tiles * nb, rows) + array.shape[2:])
         step_payload[name] = gathered
     act = np.concatenate([job.patches, np.zeros((job.groups, 1) + job.patches.shape[2:], np.int64)], axis=1)
-    act = act[group[:, None], position]                              # [T, C, nb, B]
-    act = np.moveaxis(act, 2, 1).reshape(tiles * nb, cols, config.block_size)
+    if per_pe:
+        act = act[group[:, :, None], position[:, None, :]]            # [T, R, C, nb, B]
+        act = np.moveaxis(act, 3, 1).reshape(tiles * nb, rows, cols, config.block_size)
+    else:
+        act = act[group[:, None], position]                          # [T, C, nb, B]
+        act = np.moveaxis(act, 2, 1).reshape(tiles * nb, cols, config.block_size)
     last = np.tile(np.arange(nb) == nb - 1, tiles).astype(np.int64)
     from strum.hw.layouts import check_variant
 
@@ -257,8 +280,11 @@ def _payload_paths(config, variant, fields, act, last, rows, cols) -> dict:
         row = weight_fields(config, variant, fields["mask"][:, r], fields["high"][:, r],
                             fields["low"][:, r], fields["shift"][:, r])
         payload.update({f"weights[{r}].{name}": value for name, value in row.items()})
-    for c in range(cols):
-        payload[f"act[{c}]"] = act[:, c]
+    if act.ndim == 4:                   # per PE: act[r][c]
+        payload.update({f"act[{r}][{c}]": act[:, r, c] for r in range(rows) for c in range(cols)})
+    else:
+        for c in range(cols):
+            payload[f"act[{c}]"] = act[:, c]
     return payload
 
 
@@ -291,7 +317,8 @@ def run_dpu(dpu, plan: Schedule, nb: int, *, backend: str = "verilator", seed: i
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     config = dpu.config
-    step_layout = dpu_step_layout(config, dpu.variant, dpu.rows, dpu.cols)
+    step_layout = dpu_step_layout(config, dpu.variant, dpu.rows, dpu.cols,
+                                  activations=getattr(dpu, "activations", "per_column"))
     tile_layout = dpu_tile_layout(config, dpu.rows, dpu.cols)
     words = pack_struct(step_layout, plan.payload)
     stalls = dict(valid_gap=0.2, ready_stall=0.2) if seed is not None else {}
@@ -407,14 +434,22 @@ def simulate_model_layers(model, layer: str, hardware: dict, *, backend: str = "
 def simulate_layer(job: LayerJob, *, rows: int = 4, cols: int = 4, backend: str = "verilator",
                    variant: str | None = None, seed: int | None = None, progress: bool = False,
                    vcd=None, adder_stages: int = 1, routing: str | None = None,
-                   shared: str = "none") -> dict:
+                   shared: str = "none", activations: str = "per_column") -> dict:
     """Run a prepared layer through a DPU and compare every output with the golden model.
 
     ``shared`` is the DPU's (:class:`~strum.hw.dpu.StrumDPU`); with ``route`` the rows of
     a tile that share a mask (``config.mask_share``) must be channels of one mask group.
 
+    ``activations="per_pe"`` (:class:`~strum.hw.dpu.StrumDPU`) fills every row of a tile
+    with a depthwise (or grouped) layer's channels.
+
     Returns the report ``{"layer", "backend", "macs", "outputs", "mismatches", "cycles",
-    "utilization", "seconds"}``; a mismatch also adds ``"first_mismatch"``.
+    "utilization", "array_utilization", "lane_utilization", "activations", "seconds"}``:
+    ``utilization`` = MACs / (R C B cycles) is the product of ``array_utilization`` (the
+    share of PE cycles spent on a real output: tile edges, stalls and the pipeline
+    drain excluded) and ``lane_utilization`` (MACs / (outputs x blocks x B): the share
+    of lanes holding a real weight, lower when the reduction is padded to whole blocks,
+    e.g. 9 of 16 for a 3x3 depthwise kernel). A mismatch also adds ``"first_mismatch"``.
     """
     from strum.hw.dpu import StrumDPU
 
@@ -425,8 +460,9 @@ def simulate_layer(job: LayerJob, *, rows: int = 4, cols: int = 4, backend: str 
                          f"multiple of mask_share={job.config.mask_share}, so a tile's rows would "
                          f"mix mask groups")
     dpu = StrumDPU(config=job.config, rows=rows, cols=cols, variant=variant,
-                   adder_stages=adder_stages, routing=routing, shared=shared)
-    plan = schedule(job, rows, cols, dpu.variant)
+                   adder_stages=adder_stages, routing=routing, shared=shared,
+                   activations=activations)
+    plan = schedule(job, rows, cols, dpu.variant, activations=activations)
     timing = {}
     tiles, cycles = run_dpu(dpu, plan, job.blocks_per_output, backend=backend, seed=seed,
                             progress=progress, vcd=vcd, timing=timing)
@@ -436,6 +472,10 @@ def simulate_layer(job: LayerJob, *, rows: int = 4, cols: int = 4, backend: str 
         "layer": job.name, "backend": backend, "macs": job.macs, "outputs": int(job.expected.size),
         "mismatches": int(len(wrong)), "cycles": int(cycles),
         "utilization": job.macs / (rows * cols * job.config.block_size * cycles),
+        "array_utilization": job.expected.size * job.blocks_per_output / (rows * cols * cycles),
+        "lane_utilization": job.macs / (job.expected.size * job.blocks_per_output
+                                        * job.config.block_size),
+        "activations": activations,
         # The layer's own time; building the model (once, then cached) is reported apart.
         "seconds": time.perf_counter() - start - timing.get("build_seconds", 0.0),
         "build_seconds": timing.get("build_seconds", 0.0),

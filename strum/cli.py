@@ -148,6 +148,10 @@ def _add_hardware_options(parser: argparse.ArgumentParser, array: bool = False) 
         side = _bounded(int, 1, MAX_ARRAY_SIDE, name="a positive integer")
         group.add_argument("--rows", type=side, default=4, metavar="R", help="array rows (default: 4)")
         group.add_argument("--cols", type=side, default=4, metavar="C", help="array columns (default: 4)")
+        group.add_argument("--depthwise-array", action="store_true",
+                           help="one activation block per PE, not per column (activations="
+                                "per_pe): depthwise and grouped layers fill every row; the "
+                                "activation bus is R times as wide")
 
 
 def _hardware(args) -> dict:
@@ -161,6 +165,8 @@ def _hardware(args) -> dict:
         options["shared"] = args.shared
     if hasattr(args, "rows"):
         options.update(rows=args.rows, cols=args.cols)
+    if getattr(args, "depthwise_array", False):
+        options["activations"] = "per_pe"
     return options
 
 
@@ -327,7 +333,7 @@ def _generate(args) -> int:
                  "variant": component.variant, "adder_stages": args.adder_stages,
                  "latency": component.latency, "shared": args.shared}
     if args.kind == "dpu":
-        described.update(rows=args.rows, cols=args.cols)
+        described.update(rows=args.rows, cols=args.cols, activations=component.activations)
     paths = write_design(component, args.kind, Path(args.output), described)
     for path in paths.values():
         print(Path(final_path(args, "output")) / Path(path).relative_to(args.output))
@@ -373,7 +379,8 @@ def _simulate(args) -> int:
         for report in reports:
             print(f"{report['layer']}: {report['macs']} MACs, {report['outputs']} outputs, "
                   f"{report['mismatches']} mismatches, {report['cycles']} cycles, "
-                  f"utilization {report['utilization']:.2f}, {report['seconds']:.1f} s")
+                  f"utilization {report['utilization']:.2f} (array {report['array_utilization']:.2f}"
+                  f" x lanes {report['lane_utilization']:.2f}), {report['seconds']:.1f} s")
     if args.report:
         _write_json(args.report, reports[0] if args.kind == "pe" or args.layer != "all" else reports)
     for report in reports:
@@ -545,7 +552,8 @@ def _synth(args) -> int:
     design = Design(kind="dpu" if args.kind == "dpu" else "pe", config=options["config"],
                     variant=args.variant, adder_stages=args.adder_stages, routing=args.routing,
                     rows=getattr(args, "rows", 1), cols=getattr(args, "cols", 1),
-                    router_register=args.router_register, shared=args.shared)
+                    router_register=args.router_register, shared=args.shared,
+                    activations=options.get("activations", "per_column"))
     try:
         if getattr(args, "board", None):
             from strum.synth.boards import build_board

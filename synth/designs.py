@@ -68,6 +68,9 @@ class Design:
         What a PE receives already done by its row or the array edge
         (:data:`~strum.hw.layouts.SHARINGS`): a PE then leaves that part out; a DPU
         builds it once per row (``decode``) or per column and mask group (``route``).
+    activations : str
+        DPU only: ``per_column`` or ``per_pe`` (one activation block per PE, for
+        depthwise layers; see :class:`~strum.hw.dpu.StrumDPU`).
 
     Raises
     ------
@@ -87,6 +90,7 @@ class Design:
     router_register: bool = False
     isolate_zero: bool = False
     shared: str = "none"
+    activations: str = "per_column"
 
     def __post_init__(self):
         if self.kind not in DESIGN_KINDS:
@@ -112,6 +116,15 @@ class Design:
         if self.kind == "dpu" and self.shared == "route" and self.rows % self.config.mask_share:
             raise ConfigError(f"rows={self.rows} must be a multiple of mask_share="
                               f"{self.config.mask_share}: the rows sharing one mask route together")
+        if self.activations != "per_column":        # (a checkout may have no DPU: see _dpu_factory)
+            from strum.hw.dpu import check_activations
+            check_activations(self.activations)
+        if self.activations != "per_column" and self.kind != "dpu":
+            raise SynthInputError(f"activations={self.activations!r} is an option of the DPU, "
+                                  f"not of a {self.kind}")
+        if self.activations == "per_pe" and self.shared == "route":
+            raise ConfigError("activations='per_pe' does not go with shared='route': the edge "
+                              "routers serve a column's rows with one activation block")
         if (not isinstance(self.adder_stages, int) or isinstance(self.adder_stages, bool)
                 or not 0 <= self.adder_stages <= MAX_ADDER_STAGES):
             raise ConfigError(f"adder_stages must be an integer from 0 to {MAX_ADDER_STAGES}, "
@@ -129,6 +142,8 @@ class Design:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["config"] = self.config.to_dict()
+        if self.activations == "per_column":
+            del data["activations"]     # the default: records made before the option stay valid
         return data
 
     @property
@@ -140,7 +155,8 @@ class Design:
         share = "" if c.mask_share == 1 else f"-k{c.mask_share}"
         return (f"{self.kind}{array}-{c.scheme}-b{c.block_size}-h{c.high_lanes}-g{c.group_size}"
                 f"{share}-{variant}{shared}" + ("-rr" if self.router_register else "")
-                + ("-iso" if self.isolate_zero else ""))
+                + ("-iso" if self.isolate_zero else "")
+                + ("-perpe" if self.activations == "per_pe" else ""))
 
 
 def _options(design: Design) -> dict:
@@ -168,7 +184,10 @@ def _dpu_factory(design: Design) -> wiring.Component:
     except ImportError as error:
         raise DpuUnavailable(f"the DPU is not available yet ({error}): strum.hw.dpu.StrumDPU does "
                              f"not exist in this checkout; synthesize a PE with 'strum synth pe'") from None
-    return StrumDPU(**_options(design), rows=design.rows, cols=design.cols)
+    options = _options(design)
+    if design.activations != "per_column":
+        options["activations"] = design.activations
+    return StrumDPU(**options, rows=design.rows, cols=design.cols)
 
 
 #: kind -> factory(design) -> Component. A new kind needs only an entry here.
