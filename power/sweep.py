@@ -108,9 +108,9 @@ def plot_energy_front(path, result: dict, *, model: str = "") -> None:
             if row.get(column) is not None]
     if not rows:
         raise ValueError("the sweep has no PE rows with energy to plot (run it with --power)")
+    blocks = result["power"]["timed_blocks" if timed else "blocks"]
     label = (f"PE energy reduction against the int8 PE, % ({'timed' if timed else 'zero delay'}, "
-             f"{result['power']['blocks'] if not timed else result['power']['timed_blocks']} blocks, "
-             f"{rows[0]['energy_data']})")
+             f"{blocks} blocks)")
     plot_front(path, dict(result, rows=rows), model=model, xlabel=label,
-               title="StruM energy / accuracy front")
+               title=f"StruM energy / accuracy front ({rows[0]['energy_data']})")
 
