@@ -385,7 +385,12 @@ def _flow(args) -> int:
     from strum import flow
 
     config = _config(args)
+    skip = set(_comma_list(args.skip)) if args.skip else set()
+    if skip - set(flow.STEPS[1:]):
+        raise ValueError(f"--skip: steps are among {', '.join(flow.STEPS[1:])}, not "
+                         f"{', '.join(sorted(skip - set(flow.STEPS[1:])))}")
     summary = flow.run(config, Path(args.output), model=args.model,
+                       steps=tuple(step for step in flow.STEPS if step not in skip),
                        **({"calibration": args.calibration} if args.calibration else {}))
     _print_flow(summary, Path(final_path(args, "output")))
     return 1 if any(summary["steps"].get(step, {}).get("mismatches") for step in ("pe", "layer")) else 0
@@ -420,6 +425,15 @@ def _print_flow(summary, out_dir: Path) -> None:
         for metric, row in metrics.items():
             print(f"  area      {flow_name:7s} {metric:12s} int8 {row['int8']:>10} PE {row['pe']:>10} "
                   f"({-row['reduction_pct']:+.1f}% vs int8)")
+    power = steps.get("power", {})
+    if "skipped" in power:
+        print(f"  energy    skipped: {power['skipped']}")
+    elif power:
+        for kind, label in (("zero_delay", "zero delay"), ("timed", "timed")):
+            print(f"  energy    {label:10s} pJ/block int8 {power['int8'][kind]:8.1f} PE "
+                  f"{power['pe'][kind]:8.1f} ({-power['reduction_pct'][kind]:+.1f}% vs int8; "
+                  f"{power['blocks'] if kind == 'zero_delay' else power['timed_blocks']} blocks of "
+                  f"{power['layer']}, {power['input']} input)")
 
 
 def _numbers(text: str, what: str, convert=float) -> tuple:
@@ -735,6 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--calibration", default=None, metavar="DATA",
                       help="output-aware quantization from DATA's calibration images "
                            "(digits, mnist or an .npz)")
+    flow.add_argument("--skip", default=None, metavar="STEP,...",
+                      help="steps to leave out: accuracy, pe, layer, area, power")
     flow.set_defaults(run=_flow)
 
     quantize = verbs.add_parser("quantize", help="quantize a model's weights")
