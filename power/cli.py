@@ -82,7 +82,9 @@ def power_markdown(report: dict) -> str:
     lines.append("")
     lines.append(f"{settle['blocks']} zero-delay blocks (settled to {settle['criterion_points']} "
                  f"points), timed sample {report['designs'][0]['timed']['blocks'] if report['designs'][0]['timed'] else 0} blocks; "
-                 f"reduction: positive when smaller than the first design")
+                 f"reduction: positive when smaller than the first design"
+                 + ("; a DPU's block is one step of the array (R x C blocks)"
+                    if any(d.get("kind") == "dpu" for d in report["designs"]) else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -93,11 +95,17 @@ def run_power(args, hardware: dict) -> int:
     from .simulate import SimulationError
 
     source = _source(args)
-    design = Design(kind="pe", config=hardware["config"], variant=hardware["variant"],
+    if args.kind == "dpu" and args.isolate_zero:
+        raise ValueError("--isolate-zero is an option of the PE, not of the DPU")
+    array = {"kind": "dpu", "rows": hardware["rows"], "cols": hardware["cols"],
+             "shared": hardware.get("shared", "none")} if args.kind == "dpu" else {"kind": "pe"}
+    design = Design(config=hardware["config"], variant=hardware["variant"],
                     adder_stages=hardware["adder_stages"], routing=hardware.get("routing"),
                     router_register=hardware.get("router_register", False),
-                    isolate_zero=args.isolate_zero)
-    if args.kind == "compare":
+                    isolate_zero=args.isolate_zero, **array)
+    if args.kind == "dpu" and args.compare:
+        designs, booth = [int8_baseline(design), design], [False, args.booth]
+    elif args.kind == "compare":
         base = int8_baseline(design)
         designs, booth = [base, base, design], [False, True, args.booth]
     else:

@@ -928,11 +928,15 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(Verilator, Icarus, Liberty tables)")
     kinds = power.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
     for kind, text in (("pe", "one processing element"),
-                       ("compare", "a StruM PE beside the int8 and Booth int8 PEs, same data")):
+                       ("compare", "a StruM PE beside the int8 and Booth int8 PEs, same data"),
+                       ("dpu", "an R x C array (per step: R x C blocks); --compare: beside the int8 DPU")):
         sub = kinds.add_parser(kind, help=text)
-        _add_hardware_options(sub)
+        _add_hardware_options(sub, array=kind == "dpu")
         from strum.power.cli import add_power_options
         add_power_options(sub)
+        if kind == "dpu":
+            sub.add_argument("--compare", action="store_true",
+                             help="the int8 DPU of the same size first, on the same data")
         add_output(sub, "--report", default=None, metavar="R.json", help="the full report")
         sub.set_defaults(run=_power)
     return parser
