@@ -17,14 +17,14 @@ pytestmark = [
 
 def test_sweep_power_columns_and_front(tmp_path, capsys):
     table, plot = tmp_path / "sweep.csv", tmp_path / "energy.png"
-    code = main(["sweep", "--scheme", "dliq,mip2q", "--block", "4", "--flow", "generic",
+    code = main(["sweep", "--scheme", "mip2q", "--group", "2,4", "--block", "4", "--flow", "generic",
                  "--model", "mnist", "--workers", "1", "--no-progress", "--csv", str(table),
                  "--power", "--power-blocks", "40", "--power-timed-blocks", "20",
                  "--power-plot", str(plot)])
     assert code == 0, capsys.readouterr().err
     rows = list(csv.DictReader(table.read_text().splitlines()))
     assert set(POWER_FIELDS) <= set(rows[0])
-    assert sorted(row["scheme"] for row in rows) == ["dliq", "int8", "mip2q"]
+    assert sorted(row["scheme"] for row in rows) == ["int8", "mip2q", "mip2q"]
     for row in rows:
         assert float(row["energy_zero_delay_pj"]) > 0 and float(row["energy_timed_pj"]) > 0
         assert float(row["energy_glitch_factor"]) >= 1
