@@ -35,6 +35,9 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--wire-cap-pf", type=float, default=0.0, metavar="C",
                      help="wire capacitance per fanout pin, pF (default: 0, as OpenSTA without "
                           "parasitics)")
+    run.add_argument("--zero-delay-engine", choices=("verilator", "icarus"), default="verilator",
+                     help="zero-delay simulator: verilator (fast per block once built) or icarus "
+                          "(no build: for short runs of large netlists; default: verilator)")
     run.add_argument("--liberty", default=None, metavar="FILE",
                      help="Liberty file (default: OSU 0.18 um of qflow-tech-osu018)")
     run.add_argument("--booth", action="store_true", help="Booth multipliers (synth -booth)")
@@ -113,7 +116,7 @@ def run_power(args, hardware: dict) -> int:
     try:
         report = compare(designs, source, blocks=args.blocks, timed_blocks=args.timed_blocks,
                          period=args.period_ns, liberty=args.liberty, booth=booth,
-                         wire_cap=args.wire_cap_pf)
+                         wire_cap=args.wire_cap_pf, zero_delay_engine=args.zero_delay_engine)
     except (SynthError, SimulationError) as error:
         print(f"strum power: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, (ToolMissing, SimulationError)) else 1

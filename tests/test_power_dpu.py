@@ -19,7 +19,8 @@ def test_power_dpu_on_real_steps(tmp_path, capsys):
     report = tmp_path / "dpu.json"
     code = main(["power", "dpu", "--rows", "1", "--cols", "1", "--scheme", "mip2q", "--block", "4",
                  "--model", "digits", "--layer", "/conv4/Conv", "--data", "digits", "--batch", "1",
-                 "--blocks", "30", "--timed-blocks", "10", "--report", str(report)])
+                 "--blocks", "30", "--timed-blocks", "10", "--zero-delay-engine", "icarus",
+                 "--report", str(report)])
     assert code == 0, capsys.readouterr().err
     data = json.loads(report.read_text())
     (design,) = data["designs"]
@@ -33,6 +34,7 @@ def test_power_dpu_on_real_steps(tmp_path, capsys):
             pytest.approx(figures["pj_per_block"], rel=1e-3)
     assert {"router", "int8_lanes", "low_lanes"} <= set(design["zero_delay"]["parts_pj_per_block"])
     assert design["glitch_factor"]["all"] >= 1
+    assert "vvp" in json.dumps(design["zero_delay_simulator"])
     assert "one step of the array" in capsys.readouterr().out
 
 
