@@ -35,6 +35,9 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--wire-cap-pf", type=float, default=0.0, metavar="C",
                      help="wire capacitance per fanout pin, pF (default: 0, as OpenSTA without "
                           "parasitics)")
+    run.add_argument("--zero-delay-engine", choices=("verilator", "icarus"), default="verilator",
+                     help="zero-delay simulator: verilator (fast per block once built) or icarus "
+                          "(no build: for short runs of large netlists; default: verilator)")
     run.add_argument("--liberty", default=None, metavar="FILE",
                      help="Liberty file (default: OSU 0.18 um of qflow-tech-osu018)")
     run.add_argument("--booth", action="store_true", help="Booth multipliers (synth -booth)")
@@ -82,7 +85,9 @@ def power_markdown(report: dict) -> str:
     lines.append("")
     lines.append(f"{settle['blocks']} zero-delay blocks (settled to {settle['criterion_points']} "
                  f"points), timed sample {report['designs'][0]['timed']['blocks'] if report['designs'][0]['timed'] else 0} blocks; "
-                 f"reduction: positive when smaller than the first design")
+                 f"reduction: positive when smaller than the first design"
+                 + ("; a DPU's block is one step of the array (R x C blocks)"
+                    if any(d.get("kind") == "dpu" for d in report["designs"]) else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -93,11 +98,17 @@ def run_power(args, hardware: dict) -> int:
     from .simulate import SimulationError
 
     source = _source(args)
-    design = Design(kind="pe", config=hardware["config"], variant=hardware["variant"],
+    if args.kind == "dpu" and args.isolate_zero:
+        raise ValueError("--isolate-zero is an option of the PE, not of the DPU")
+    array = {"kind": "dpu", "rows": hardware["rows"], "cols": hardware["cols"],
+             "shared": hardware.get("shared", "none")} if args.kind == "dpu" else {"kind": "pe"}
+    design = Design(config=hardware["config"], variant=hardware["variant"],
                     adder_stages=hardware["adder_stages"], routing=hardware.get("routing"),
                     router_register=hardware.get("router_register", False),
-                    isolate_zero=args.isolate_zero)
-    if args.kind == "compare":
+                    isolate_zero=args.isolate_zero, **array)
+    if args.kind == "dpu" and args.compare:
+        designs, booth = [int8_baseline(design), design], [False, args.booth]
+    elif args.kind == "compare":
         base = int8_baseline(design)
         designs, booth = [base, base, design], [False, True, args.booth]
     else:
@@ -105,7 +116,7 @@ def run_power(args, hardware: dict) -> int:
     try:
         report = compare(designs, source, blocks=args.blocks, timed_blocks=args.timed_blocks,
                          period=args.period_ns, liberty=args.liberty, booth=booth,
-                         wire_cap=args.wire_cap_pf)
+                         wire_cap=args.wire_cap_pf, zero_delay_engine=args.zero_delay_engine)
     except (SynthError, SimulationError) as error:
         print(f"strum power: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, (ToolMissing, SimulationError)) else 1

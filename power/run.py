@@ -29,7 +29,8 @@ from .energy import COMPONENTS, estimate
 from .library import read_power_library
 from .netlist import mapped_netlist
 from .simulate import icarus_activity, icarus_version, verilator_activity
-from .stimulus import layer_fields, layer_input, pe_stimulus, random_fields
+from .stimulus import (dpu_layer_fields, dpu_random_fields, dpu_stimulus, layer_fields, layer_input,
+                       pe_stimulus, random_fields)
 
 __all__ = ["DataSource", "DEFAULT_PERIOD_NS", "measure", "compare", "write_report"]
 
@@ -59,7 +60,11 @@ class DataSource:
 
 def _fields(design: Design, source: DataSource, count: int, x_cache: dict) -> dict:
     variant = check_variant(design.config, design.variant)
+    dpu = design.kind == "dpu"
     if source.kind == "random":
+        if dpu:
+            return dpu_random_fields(design.config, variant, design.rows, design.cols, count,
+                                     source.seed)
         return random_fields(design.config, variant, count, source.seed)
     if "x" not in x_cache:
         if source.data is not None:
@@ -69,6 +74,9 @@ def _fields(design: Design, source: DataSource, count: int, x_cache: dict) -> di
             from strum.sim.layer import input_shape, random_input
             layer = find_layer(load_layers(source.model), source.layer)
             x_cache["x"] = random_input(input_shape(layer, source.batch), source.seed)
+    if dpu:
+        return dpu_layer_fields(source.model, source.layer, design.config, variant, x_cache["x"],
+                                rows=design.rows, cols=design.cols)
     return layer_fields(source.model, source.layer, design.config, variant, x_cache["x"])
 
 
@@ -89,7 +97,13 @@ class _Prepared:
         self.design, self.engine = design, engine
         self.netlist, self.netlist_info = mapped_netlist(design, liberty=liberty, booth=booth)
         self.variant = check_variant(design.config, design.variant)
-        self.layout = pe_block_layout(design.config, self.variant)
+        if design.kind == "dpu":
+            from strum.hw.dpu import dpu_step_layout
+            self.layout = dpu_step_layout(design.config, self.variant, design.rows, design.cols)
+            self.stimulus = dpu_stimulus
+        else:
+            self.layout = pe_block_layout(design.config, self.variant)
+            self.stimulus = pe_stimulus
         self.fields = _fields(design, source, blocks, x_cache)
         self.library = library
         areas = read_liberty(find_liberty(liberty))
@@ -98,7 +112,7 @@ class _Prepared:
     wire_cap = 0.0
 
     def zero_delay(self, count, period, info=None):
-        stimulus = pe_stimulus(self.netlist, self.layout, self.fields, count)
+        stimulus = self.stimulus(self.netlist, self.layout, self.fields, count)
         if self.engine == "icarus":
             activity = icarus_activity(self.netlist, self.library, stimulus, period=period,
                                        timed=False, info=info)
@@ -108,7 +122,7 @@ class _Prepared:
         return estimate(self.netlist, activity, self.library, period=period, wire_cap=self.wire_cap)
 
     def timed(self, count, period, info=None):
-        stimulus = pe_stimulus(self.netlist, self.layout, self.fields, count)
+        stimulus = self.stimulus(self.netlist, self.layout, self.fields, count)
         activity = icarus_activity(self.netlist, self.library, stimulus, period=period, timed=True,
                                    info=info)
         return estimate(self.netlist, activity, self.library, period=period, wire_cap=self.wire_cap)
@@ -185,6 +199,8 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
     for p, use_booth in zip(prepared, booth):
         zd_info, timed_info = {}, {}
         zd = p.zero_delay(used, period, zd_info)
+        # a DPU's "block" is one step: R x C blocks, R x C x B MACs
+        macs = p.design.config.block_size * p.design.rows * p.design.cols
         entry = {
             "design": p.design.name + ("-booth" if use_booth else ""),
             "config": p.design.config.to_dict(),
@@ -192,7 +208,8 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
             "router_register": getattr(p.design, "router_register", False),
             "isolate_zero": getattr(p.design, "isolate_zero", False),
             "cells": len(p.netlist.cells), "area_um2": round(p.area, 1),
-            "zero_delay": {"blocks": used, **_per_block(zd, used, p.design.config.block_size)},
+            "kind": p.design.kind, "rows": p.design.rows, "cols": p.design.cols,
+            "zero_delay": {"blocks": used, **_per_block(zd, used, macs)},
             "timed": None, "glitch_factor": None,
             "netlist": p.netlist_info, "zero_delay_simulator": zd_info,
         }
@@ -200,7 +217,7 @@ def compare(designs: list[Design], source: DataSource, *, blocks: int = 20000, t
             timed = p.timed(timed_blocks, period, timed_info)
             zd_same = zd if used == timed_blocks else p.zero_delay(timed_blocks, period)
             entry["timed"] = {"blocks": timed_blocks,
-                              **_per_block(timed, timed_blocks, p.design.config.block_size)}
+                              **_per_block(timed, timed_blocks, macs)}
             entry["glitch_factor"] = {
                 part: round(float(timed.toggles[part] / zd_same.toggles[part]), 3)
                 for part in PARTS if zd_same.toggles.get(part)}

@@ -17,7 +17,8 @@ from strum.quant.config import StrumConfig
 from .netlist import Netlist
 from .simulate import Stimulus, input_nets
 
-__all__ = ["random_fields", "layer_fields", "layer_input", "pe_stimulus", "RESET_CYCLES",
+__all__ = ["random_fields", "layer_fields", "layer_input", "pe_stimulus", "dpu_random_fields",
+           "dpu_layer_fields", "dpu_stimulus", "RESET_CYCLES",
            "WARMUP_BLOCKS"]
 
 #: Cycles with ``rst`` high before the first block.
@@ -62,30 +63,70 @@ def layer_fields(model, layer: str, config: StrumConfig, variant: str, x_int8: n
     return fields
 
 
+def dpu_random_fields(config: StrumConfig, variant: str, rows: int, cols: int, count: int,
+                      seed: int) -> dict:
+    """``count`` random DPU steps by layout path: row r's weights and column c's
+    activations from independent :func:`strum.sim.vectors.random_blocks` streams."""
+    from strum.sim.vectors import random_blocks, weight_fields
+
+    payload = {}
+    for r in range(rows):
+        v = random_blocks(config, count, seed + r)
+        high = v.weights if variant == "int8" else v.high
+        payload.update({f"weights[{r}].{name}": value for name, value in
+                        weight_fields(config, variant, v.mask, high, v.low, v.shift).items()})
+        if r == 0:
+            payload["last"] = v.last.astype(np.int64)
+    for c in range(cols):
+        payload[f"act[{c}]"] = random_blocks(config, count, seed + 1000 + c).act
+    return payload
+
+
+def dpu_layer_fields(model, layer: str, config: StrumConfig, variant: str, x_int8: np.ndarray, *,
+                     rows: int, cols: int) -> dict:
+    """The R x C DPU's step stream of ``layer`` (:func:`strum.sim.layer.schedule`) by path."""
+    from strum.quant.onnx_io import find_layer, load_layers
+    from strum.sim.layer import prepare_layer, schedule
+
+    job = prepare_layer(find_layer(load_layers(model), layer), config, x_int8)
+    return dict(schedule(job, rows, cols, variant).payload)
+
+
+def dpu_stimulus(netlist: Netlist, step_layout, fields: dict, count: int, *,
+                 warmup: int = WARMUP_BLOCKS, offset: int = 0) -> Stimulus:
+    """Input bits of a DPU netlist (``steps`` in, ``tiles`` out), one step per cycle, as
+    :func:`pe_stimulus`."""
+    return pe_stimulus(netlist, step_layout, fields, count, warmup=warmup, offset=offset,
+                       ports=("steps", "tiles"), length_field="last")
+
+
 def pe_stimulus(netlist: Netlist, block_layout, fields: dict, count: int, *,
-                warmup: int = WARMUP_BLOCKS, offset: int = 0) -> Stimulus:
+                warmup: int = WARMUP_BLOCKS, offset: int = 0, ports=("blocks", "result"),
+                length_field: str = "act") -> Stimulus:
     """Input bits of a PE netlist: reset, ``warmup`` blocks, then the ``count`` measured.
 
     Blocks are taken from ``fields`` from ``offset`` on, cyclically if the stream is
     shorter; the warm-up blocks are the ones just before. ``result.ready`` is held
-    high, so the PE takes one block per cycle.
+    high, so the PE takes one block per cycle. ``ports``: the input and output streams'
+    names.
     """
     from strum.sim.bits import pack_struct
 
-    length = len(fields["act"])
+    source, sink = ports
+    length = len(fields[length_field])
     index = np.arange(offset - warmup, offset + count) % length
     chosen = {name: np.asarray(value)[index] for name, value in fields.items()}
     words = pack_struct(block_layout, chosen)
-    payload_width = len(netlist.inputs["blocks__payload"])
+    payload_width = len(netlist.inputs[f"{source}__payload"])
     payload = np.unpackbits(words.astype("<u4").view(np.uint8), axis=1,
                             bitorder="little")[:, :payload_width]
     cycles = RESET_CYCLES + len(index)
-    ports = {name: np.zeros((cycles, len(bits)), np.uint8) for name, bits in netlist.inputs.items()}
-    ports["rst"][:RESET_CYCLES] = 1
-    ports["blocks__valid"][RESET_CYCLES:] = 1
-    ports["result__ready"][:] = 1
-    ports["blocks__payload"][RESET_CYCLES:] = payload
-    columns = [ports[name] for name in sorted(netlist.inputs) if name != "clk"]
+    bits_of = {name: np.zeros((cycles, len(bits)), np.uint8) for name, bits in netlist.inputs.items()}
+    bits_of["rst"][:RESET_CYCLES] = 1
+    bits_of[f"{source}__valid"][RESET_CYCLES:] = 1
+    bits_of[f"{sink}__ready"][:] = 1
+    bits_of[f"{source}__payload"][RESET_CYCLES:] = payload
+    columns = [bits_of[name] for name in sorted(netlist.inputs) if name != "clk"]
     bits = np.concatenate(columns, axis=1)
     assert bits.shape[1] == len(input_nets(netlist))
     return Stimulus(bits=bits, start=RESET_CYCLES + warmup, count=count)

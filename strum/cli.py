@@ -392,7 +392,12 @@ def _flow(args) -> int:
     from strum import flow
 
     config = _config(args)
+    skip = set(_comma_list(args.skip)) if args.skip else set()
+    if skip - set(flow.STEPS[1:]):
+        raise ValueError(f"--skip: steps are among {', '.join(flow.STEPS[1:])}, not "
+                         f"{', '.join(sorted(skip - set(flow.STEPS[1:])))}")
     summary = flow.run(config, Path(args.output), model=args.model,
+                       steps=tuple(step for step in flow.STEPS if step not in skip),
                        **({"calibration": args.calibration} if args.calibration else {}))
     _print_flow(summary, Path(final_path(args, "output")))
     return 1 if any(summary["steps"].get(step, {}).get("mismatches") for step in ("pe", "layer")) else 0
@@ -427,6 +432,15 @@ def _print_flow(summary, out_dir: Path) -> None:
         for metric, row in metrics.items():
             print(f"  area      {flow_name:7s} {metric:12s} int8 {row['int8']:>10} PE {row['pe']:>10} "
                   f"({-row['reduction_pct']:+.1f}% vs int8)")
+    power = steps.get("power", {})
+    if "skipped" in power:
+        print(f"  energy    skipped: {power['skipped']}")
+    elif power:
+        for kind, label in (("zero_delay", "zero delay"), ("timed", "timed")):
+            print(f"  energy    {label:10s} pJ/block int8 {power['int8'][kind]:8.1f} PE "
+                  f"{power['pe'][kind]:8.1f} ({-power['reduction_pct'][kind]:+.1f}% vs int8; "
+                  f"{power['blocks'] if kind == 'zero_delay' else power['timed_blocks']} blocks of "
+                  f"{power['layer']}, {power['input']} input)")
 
 
 def _numbers(text: str, what: str, convert=float) -> tuple:
@@ -636,15 +650,48 @@ def _sweep(args) -> int:
             client.close()
             if cluster is not None and args.dask == "local":
                 cluster.close()
+    if args.power:
+        _sweep_power(args, designs, result)
+    elif args.power_plot or args.power_model or args.power_layer:
+        raise ValueError("--power-plot, --power-model and --power-layer need --power")
     write_csv(args.csv, result)
     if args.plot:
         plot_front(args.plot, result, model=args.model)
+    if args.power_plot:
+        from strum.power.sweep import plot_energy_front
+        plot_energy_front(args.power_plot, result, model=args.model)
     for row in result["rows"]:
         print(f"{row['kind']} {row['scheme']} B={row['block_size']} H={row['high_lanes']} "
               f"G={row['group_size']} {row['variant']}: {result['metric']} "
               f"{row[result['metric']]} ({row['reduction_pct']}% vs int8), "
-              f"weight SQNR {row['weight_sqnr_db']} dB")
+              f"weight SQNR {row['weight_sqnr_db']} dB"
+              + (f", energy {row['energy_zero_delay_pj']} pJ/block zero delay "
+                 f"({row['energy_zero_delay_reduction_pct']}%), {row['energy_timed_pj']} timed "
+                 f"({row['energy_timed_reduction_pct']}%)"
+                 if row.get("energy_zero_delay_pj") is not None else ""))
     return 0
+
+
+def _sweep_power(args, designs, result) -> None:
+    """``strum sweep --power``: energy columns on the PE rows (:mod:`strum.power.sweep`)."""
+    from strum.power.cli import packaged_model
+    from strum.power.run import DataSource
+    from strum.power.sweep import add_power_columns
+    from strum.quant.progress import phase
+
+    if (args.power_model is None) != (args.power_layer is None):
+        raise ValueError("--power-model and --power-layer go together")
+    if args.power_model is None:
+        source = DataSource("random", seed=args.power_seed)
+    else:
+        source = DataSource("layer", seed=args.power_seed, model=str(packaged_model(args.power_model)),
+                            layer=args.power_layer, data=args.power_data)
+    if not any(d.kind == "pe" for d in designs):
+        raise ValueError("--power: the sweep has no PE (1x1) design; energy is measured per PE")
+    with phase(f"measuring the energy of {sum(d.kind == 'pe' for d in designs)} PE(s), "
+               f"{args.power_blocks} + {args.power_timed_blocks} timed blocks"):
+        add_power_columns(result, designs, source, blocks=args.power_blocks,
+                          timed_blocks=args.power_timed_blocks, liberty=args.liberty)
 
 def _prove(args) -> int:
     from strum.formal.prove import PARTS, prove_pe
@@ -710,6 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--calibration", default=None, metavar="DATA",
                       help="output-aware quantization from DATA's calibration images "
                            "(digits, mnist or an .npz)")
+    flow.add_argument("--skip", default=None, metavar="STEP,...",
+                      help="steps to leave out: accuracy, pe, layer, area, power")
     flow.set_defaults(run=_flow)
 
     quantize = verbs.add_parser("quantize", help="quantize a model's weights")
@@ -863,17 +912,39 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dask", default=None, metavar="ADDRESS",
                        help="run on a Dask scheduler at ADDRESS, or 'local' for a local cluster")
     sweep.add_argument("--no-progress", action="store_true")
+    energy = sweep.add_argument_group("energy (strum power on every PE row, array multipliers)")
+    energy.add_argument("--power", action="store_true",
+                        help="add energy columns: zero-delay and timed pJ per block, reduction "
+                             "against the int8 PE on the same blocks")
+    energy.add_argument("--power-blocks", type=_positive, default=200, metavar="N",
+                        help="zero-delay blocks (default: 200)")
+    energy.add_argument("--power-timed-blocks", type=_natural, default=100, metavar="M",
+                        help="timed (glitch) blocks, 0 for none (default: 100)")
+    energy.add_argument("--power-model", default=None, metavar="M.onnx",
+                        help="real data: a layer of this model (mnist, digits or a file; "
+                             "default: random blocks)")
+    energy.add_argument("--power-layer", default=None, metavar="NAME", help="the layer of --power-model")
+    energy.add_argument("--power-data", default=None,
+                        help="images for the layer's int8 inputs (digits, mnist or .npz; "
+                             "default: random int8 inputs)")
+    energy.add_argument("--power-seed", type=int, default=0, help="random data seed (default: 0)")
+    add_output(sweep, "--power-plot", default=None, metavar="OUT.png",
+               help="energy / accuracy front (needs --power)")
     sweep.set_defaults(run=_sweep)
 
     power = verbs.add_parser("power", help="energy per block of a PE from gate-level activity "
                                            "(Verilator, Icarus, Liberty tables)")
     kinds = power.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
     for kind, text in (("pe", "one processing element"),
-                       ("compare", "a StruM PE beside the int8 and Booth int8 PEs, same data")):
+                       ("compare", "a StruM PE beside the int8 and Booth int8 PEs, same data"),
+                       ("dpu", "an R x C array (per step: R x C blocks); --compare: beside the int8 DPU")):
         sub = kinds.add_parser(kind, help=text)
-        _add_hardware_options(sub)
+        _add_hardware_options(sub, array=kind == "dpu")
         from strum.power.cli import add_power_options
         add_power_options(sub)
+        if kind == "dpu":
+            sub.add_argument("--compare", action="store_true",
+                             help="the int8 DPU of the same size first, on the same data")
         add_output(sub, "--report", default=None, metavar="R.json", help="the full report")
         sub.set_defaults(run=_power)
     return parser

@@ -5,7 +5,8 @@ baselines beside it; on the default model, the accuracy of the chosen config and
 with integer inference on the digits test split; the config's PE as Verilog, and its
 co-simulation against the golden model on Verilator; one layer of the model through a
 4 x 4 DPU, every output compared with the golden model; the area of the config's PE
-beside the int8 PE of the same block size. Each step writes its file into the output
+beside the int8 PE of the same block size, and its energy per block (zero delay and
+timed, on the largest layer's blocks) beside the int8 PE's. Each step writes its file into the output
 folder and adds its figures to ``flow.json``.
 """
 
@@ -35,7 +36,7 @@ def _weighted_sqnr(data) -> float | None:
 
 
 #: The steps of the flow, in order; ``quantize`` always runs.
-STEPS = ("quantize", "accuracy", "pe", "layer", "area")
+STEPS = ("quantize", "accuracy", "pe", "layer", "area", "power")
 
 
 def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration=None) -> dict:
@@ -87,6 +88,10 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration
     if "area" in steps:
         with phase("synthesizing the PE beside the int8 PE"):
             summary["steps"]["area"] = _area(config, out_dir)
+    if "power" in steps:
+        with phase(f"estimating the energy of the PE beside the int8 PE ({FLOW_POWER_BLOCKS} "
+                   f"zero-delay and {FLOW_POWER_TIMED_BLOCKS} timed blocks)"):
+            summary["steps"]["power"] = _power(config, model, layers, out_dir)
     write_report(out_dir / "flow.json", summary)
     return summary
 
@@ -185,3 +190,57 @@ def _area(config: StrumConfig, out_dir: Path) -> dict:
                                        "reduction_pct": row["reduction_pct"]}
                        for row in result["rows"] if row["metric"] in METRICS}
     return steps
+
+
+#: Energy of the flow: a short sample (``strum power compare`` for the settled figure).
+FLOW_POWER_BLOCKS = 200
+FLOW_POWER_TIMED_BLOCKS = 100
+
+
+def _power(config: StrumConfig, model: Path, layers, out_dir: Path, *,
+           blocks: int = FLOW_POWER_BLOCKS, timed_blocks: int = FLOW_POWER_TIMED_BLOCKS) -> dict:
+    """The config's PE beside the int8 PE (array multipliers, the strongest int8 PE in
+    energy) on the blocks PE (0, 0) of a 4 x 4 DPU sees running the model's largest
+    layer: real inputs on the default model (digits images), random int8 inputs
+    otherwise. Asic flow's netlist (OSU 0.18 um), Icarus for both runs; the report goes
+    to ``power.json``. Skipped when the library or Icarus is missing."""
+    import shutil
+
+    from strum.power.run import DataSource, compare, write_report as write_power
+    from strum.power.simulate import SimulationError
+    from strum.quant.config import HARDWARE_SCHEMES
+    from strum.synth.compare import int8_baseline
+    from strum.synth.designs import Design
+    from strum.synth.liberty import find_liberty
+    from strum.synth.tools import ToolMissing
+
+    if config.scheme not in HARDWARE_SCHEMES:
+        return {"skipped": f"scheme {config.scheme!r} has no PE"}
+    try:
+        find_liberty()
+    except ToolMissing as error:
+        return {"skipped": str(error)}
+    if shutil.which("iverilog") is None:
+        return {"skipped": "needs Icarus Verilog (Debian package iverilog)"}
+    largest = max(layers, key=lambda layer: layer.weight.size)
+    default = model.resolve() == default_model().resolve()
+    source = DataSource("layer", model=str(model), layer=largest.name,
+                        data="digits" if default else None)
+    design = Design(config=config)
+    designs = [int8_baseline(design), design] if config.scheme != "int8" else [design]
+    try:
+        result = compare(designs, source, blocks=blocks, timed_blocks=timed_blocks, settle=False,
+                         zero_delay_engine="icarus")
+    except (ToolMissing, SimulationError) as error:
+        return {"skipped": str(error)}
+    write_power(result, out_dir / "power.json")
+    entries = result["designs"]
+    return {
+        "layer": largest.name, "input": "real" if default else "random",
+        "blocks": blocks, "timed_blocks": timed_blocks,
+        "int8": {kind: entries[0][kind]["pj_per_block"] for kind in ("zero_delay", "timed")},
+        "pe": {kind: entries[-1][kind]["pj_per_block"] for kind in ("zero_delay", "timed")},
+        "reduction_pct": {kind: entries[-1][kind]["reduction_vs_first_pct"]
+                          for kind in ("zero_delay", "timed")},
+        "glitch_factor": entries[-1]["glitch_factor"]["all"],
+    }

@@ -239,14 +239,15 @@ def run_sweep(designs: list[Design], flow: str, *, layers=None, executor=None, w
 
 def write_csv(path, result: dict) -> None:
     """The sweep's rows as CSV (written to a temp file, then renamed)."""
-    write_text(path, rows_csv(result["rows"], ROW_FIELDS))
+    write_text(path, rows_csv(result["rows"], result.get("fields", ROW_FIELDS)))
 
 
 _SCHEME_STYLE = {"dliq": ("o", "tab:blue"), "mip2q": ("s", "tab:orange"), "zero": ("^", "tab:green"),
                  "int8": ("*", "black")}
 
 
-def plot_front(path, result: dict, *, model: str = "") -> None:
+def plot_front(path, result: dict, *, model: str = "", xlabel: str | None = None,
+               title: str = "StruM area / accuracy front") -> None:
     """The area / accuracy front: reduction against the int8 design vs weight SQNR.
 
     One point per design; int8 is the star at 0 %, int4 per channel (no PE built for
@@ -287,9 +288,9 @@ def plot_front(path, result: dict, *, model: str = "") -> None:
         axes.axhline(result["int4_sqnr_db"], color="gray", linestyle="--", linewidth=1,
                      label="int4 per channel (no PE)")
     axes.axvline(0, color="black", linewidth=0.5)
-    axes.set_xlabel(f"PE {result['metric']} reduction against the int8 PE, % ({result['flow']} flow)")
+    axes.set_xlabel(xlabel or f"PE {result['metric']} reduction against the int8 PE, % ({result['flow']} flow)")
     axes.set_ylabel(f"weight SQNR, dB{' (' + model + ')' if model else ''}")
-    axes.set_title("StruM area / accuracy front")
+    axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     suffix = Path(path).suffix.lstrip(".") or "png"

@@ -6,7 +6,7 @@ from strum.cli import main
 
 
 def test_flow_runs_every_step_bit_exact(tmp_path, capsys):
-    assert main(["flow", "-o", str(tmp_path)]) == 0
+    assert main(["flow", "-o", str(tmp_path), "--skip", "power"]) == 0   # power: test_power_flow.py
     summary = json.loads((tmp_path / "flow.json").read_text())
     steps = summary["steps"]
     assert set(steps) == {"quantize", "accuracy", "pe", "layer", "area"}
