@@ -643,11 +643,6 @@ def _prove(args) -> int:
     from strum.hw.pe import StrumPE
 
     options = _hardware(args)
-    # The specification's cut points sit at the lanes of an unregistered, self-routing PE.
-    for option, flag in (("router_register", "--router-register"), ("shared", "--shared")):
-        if options.get(option):
-            raise ValueError(f"{flag}: strum prove pe does not cover this option yet "
-                             f"(its lanes are offset by a stage or fed from outside the PE)")
     pe = StrumPE(**options)
     verilog, interface_json = None, None
     if args.verilog:

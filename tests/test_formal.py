@@ -38,6 +38,22 @@ def test_pe_is_proven(scheme, block, group, variant):
     assert_proven(prove_pe(pe_of(scheme, block, group, variant)))
 
 
+@pytest.mark.parametrize("args,options", [
+    (("dliq", 8, 4, "static"), {"router_register": True}),
+    (("int8", 4, None, "int8"), {"router_register": True}),
+    (("dliq", 4, None, "dynamic"), {"router_register": True}),
+    (("dliq", 8, 4, "static"), {"shared": "decode"}),
+    (("mip2q", 8, 4, "static"), {"shared": "route", "router_register": True}),
+])
+def test_registered_operands_and_shared_work_are_proven(args, options):
+    """router_register: the lanes' operands one stage late (a sequential route part, the
+    sum part's products one stage after the block); shared: selects or routed
+    activations in the payload. The lanes part does not change with either (same lane
+    modules), so it is left to the tests above."""
+    pe = pe_of(*args, **options)
+    assert_proven(prove_pe(pe, parts=["route", "sum", "hold"]), ("route", "sum", "hold"))
+
+
 def test_other_pipeline_depths_and_routings():
     assert_proven(prove_pe(pe_of("dliq", 8, 4, adder_stages=0, routing="network"), parts=["route", "sum"]),
                   ("route", "sum"))
@@ -78,6 +94,14 @@ FAULTS = {
     "accumulator first ignored": (("dliq", 4, None, "static"),
                                   lambda t: edit_module(t, "accumulator", "if (first) begin", "if (1'b0) begin"),
                                   "sum"),
+    # router_register: the low shift taken one stage early (not delayed by the operand stage)
+    "registered operands, shift not delayed": (
+        ("dliq", 4, None, "static", {"router_register": True}),
+        lambda t: re.sub(r"(low_shift \(\n\s+\.shift\()shift\)", r"\g<1>shift_d1)", t, count=1), "sum"),
+    "registered operands, router outputs swapped": (
+        ("dliq", 4, None, "static", {"router_register": True}), swap_router_outputs, "route"),
+    "shared decode, router outputs swapped": (
+        ("dliq", 4, None, "static", {"shared": "decode"}), swap_router_outputs, "route"),
     "result lost while result.ready is low": (
         ("mip2q", 4, None, "static"),
         lambda t: re.sub(r"(= result__valid;\n\s+if \()blocks__ready(\))", r"\g<1>1'b1\2", t, count=1), "sum"),
@@ -87,7 +111,8 @@ FAULTS = {
 @pytest.mark.parametrize("fault", FAULTS)
 def test_planted_fault_is_found_with_a_counterexample(fault):
     args, plant, part = FAULTS[fault]
-    pe = pe_of(*args)
+    options = args[-1] if isinstance(args[-1], dict) else {}
+    pe = pe_of(*args[:4], **options)
     text = to_verilog(pe, "strum_pe")
     faulty = plant(text)
     assert faulty != text
