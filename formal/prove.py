@@ -22,10 +22,12 @@ from strum.hw.pe import StrumPE
 from .spec import Lane, PeShape, hold_checker, lane_checker, lanes_of, route_checker, sum_checker
 from .tools import ProofToolError, run_yosys, work_root
 
-__all__ = ["PARTS", "PartResult", "ProofReport", "ProofError", "check_interface", "pe_shape", "prove_pe"]
+__all__ = ["PARTS", "EDGE_PART", "PartResult", "ProofReport", "ProofError", "check_interface", "pe_shape", "prove_pe"]
 
 #: The parts, in the order they run.
 PARTS = ("route", "lanes", "sum", "hold")
+#: The part of a PE built with ``shared``: its row's decoder or edge's router (formal/edge.py).
+EDGE_PART = "edge"
 #: Induction depth limit of the sum part (it needs about 2 * latency + 2 steps).
 MAX_INDUCTION = 40
 
@@ -413,7 +415,33 @@ def _part_hold(work: Path, shape: PeShape, registers) -> PartResult:
     return result
 
 
-def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, parts=PARTS,
+def _part_edge(work: Path, pe: StrumPE) -> PartResult:
+    from strum.hw.export import to_verilog as verilog_of
+
+    from .edge import edge_checker, edge_component
+
+    component = edge_component(pe.config, pe.shared, pe.routing)
+    (work / "edge.v").write_text(verilog_of(component, "strum_edge", cache=False))
+    (work / "check.v").write_text(edge_checker(pe.config, pe.shared, "strum_edge",
+                                               route_low=getattr(component, "route_low", True)))
+    shows = ["mask"] + (["act", "high", "low"] if pe.shared == "route" else ["high_select", "low_select"])
+    shows = [name for name in shows if name != "low" or "low" in component.signature.members]
+    shows = [name for name in shows if name in ("mask", "act") or
+             len(getattr(component, name).as_value()) > 0]
+    log, cpu, wall = run_yosys(_sat_script("read_verilog -sv edge.v", "strum_edge_check",
+                                           "-prove-asserts -set-assumes " + " ".join(f"-show {n}" for n in shows)),
+                               cwd=work, log="edge")
+    status = _verdict(log)
+    what = "row mask decoder" if pe.shared == "decode" else f"edge router ({pe.routing})"
+    result = PartResult(EDGE_PART, status, cpu, wall, detail=f"{what}, one group")
+    if status == "failed":
+        values = {row["signal"]: row["bits"] for row in _model(log)}
+        result.counterexample = {name: values.get(name) for name in shows}
+        result.detail = f"the {what} does not compact the group's mask as the memory image does"
+    return result
+
+
+def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, parts=None,
              keep: bool = False, legal_masks: str = "group") -> ProofReport:
     """Prove ``pe`` (or ``verilog``, a design of the same interface) against the spec.
 
@@ -424,8 +452,9 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
         ``verilog`` is given).
     verilog : str or None
         Verilog text with top module ``strum_pe`` and the generated lane instances.
-    parts : iterable of str
-        A subset of :data:`PARTS`.
+    parts : iterable of str or None
+        A subset of :data:`PARTS` (and :data:`EDGE_PART` for a PE built with
+        ``shared``); ``None``: all of them.
     interface_json : path or None
         With ``verilog``: its ``interface.json``, refused unless its payload fields are
         ``pe``'s.
@@ -453,9 +482,12 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
                          "does not state; prove the PE without it")
     if legal_masks not in ("group", "block"):
         raise ValueError(f"legal_masks must be 'group' or 'block', not {legal_masks!r}")
-    unknown = sorted(set(parts) - set(PARTS))
+    known = PARTS + ((EDGE_PART,) if pe.shared != "none" else ())
+    if parts is None:
+        parts = known
+    unknown = sorted(set(parts) - set(known))
     if unknown:
-        raise ValueError(f"parts must be among {', '.join(PARTS)}, not {', '.join(unknown)}")
+        raise ValueError(f"parts must be among {', '.join(known)}, not {', '.join(unknown)}")
     shape = pe_shape(pe)
     text = verilog if verilog is not None else to_verilog(pe, "strum_pe")
     work = Path(tempfile.mkdtemp(prefix="prove-", dir=work_root()))
@@ -464,8 +496,11 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
         (work / "pe.v").write_text(text)
         lanes = lanes_of(shape)
         registers, report.prepare_cpu_seconds = _prepare(work, shape, lanes)
-        for part in PARTS:
+        for part in PARTS + (EDGE_PART,):
             if part not in parts:
+                continue
+            if part == EDGE_PART:
+                report.parts.append(_part_edge(work, pe))
                 continue
             if part == "route":
                 report.parts.append(_part_route(work, shape, registers, legal_masks))

@@ -639,7 +639,7 @@ def _sweep(args) -> int:
     return 0
 
 def _prove(args) -> int:
-    from strum.formal.prove import PARTS, prove_pe
+    from strum.formal.prove import prove_pe
     from strum.hw.pe import StrumPE
 
     options = _hardware(args)
@@ -651,7 +651,7 @@ def _prove(args) -> int:
         interface_json = args.interface or (beside if beside.exists() else None)
     from strum.formal.tools import ProofToolError, ProofToolMissing
 
-    parts = _comma_list(args.parts) if args.parts else PARTS
+    parts = _comma_list(args.parts) if args.parts else None
     try:
         report = prove_pe(pe, verilog=verilog, interface_json=interface_json, parts=parts)
     except (ProofToolError, ProofToolMissing) as error:
@@ -760,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     prove_pe.add_argument("--interface", default=None, metavar="JSON",
                           help="its interface.json (default: the one beside FILE, if any)")
     prove_pe.add_argument("--parts", default=None, metavar="P,...",
-                          help="route, lanes, sum, hold (default: all)")
+                          help="route, lanes, sum, hold, and edge with --shared (default: all)")
     add_output(prove_pe, "--report", default=None, metavar="R.json")
     prove_pe.set_defaults(run=_prove)
 

@@ -49,9 +49,11 @@ def test_registered_operands_and_shared_work_are_proven(args, options):
     """router_register: the lanes' operands one stage late (a sequential route part, the
     sum part's products one stage after the block); shared: selects or routed
     activations in the payload. The lanes part does not change with either (same lane
-    modules), so it is left to the tests above."""
+    modules), so it is left to the tests above. With shared, the edge part proves the
+    row's mask decoder or the edge router that the route part relies on."""
     pe = pe_of(*args, **options)
-    assert_proven(prove_pe(pe, parts=["route", "sum", "hold"]), ("route", "sum", "hold"))
+    parts = ["route", "sum", "hold"] + (["edge"] if "shared" in options else [])
+    assert_proven(prove_pe(pe, parts=parts), parts)
 
 
 def test_other_pipeline_depths_and_routings():
