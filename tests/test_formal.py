@@ -154,3 +154,35 @@ def test_cli_refuses_another_interface(tmp_path, capsys):
     assert main(["prove", "pe", "--scheme", "dliq", "--block", "4",
                  "--verilog", str(tmp_path / "strum_pe.v")]) == 2
     assert "not the same interface" in capsys.readouterr().err
+
+
+def test_edge_router_with_swapped_outputs_is_found(monkeypatch):
+    """The edge part proves the generated edge router; one with two outputs swapped fails."""
+    import strum.hw.export as export
+
+    real = export.to_verilog
+
+    def swapped(component, name, **kwargs):
+        text = real(component, name, **kwargs)
+        if name != "strum_edge":
+            return text
+        first = re.search(r"assign high\[7:0\] = ([^;]+);", text)
+        second = re.search(r"assign high\[15:8\] = ([^;]+);", text)
+        text = text.replace(first.group(0), f"assign high[7:0] = {second.group(1)};")
+        return text.replace(second.group(0), f"assign high[15:8] = {first.group(1)};")
+
+    monkeypatch.setattr(export, "to_verilog", swapped)
+    report = prove_pe(pe_of("dliq", 4, None, "static", shared="route"), parts=["edge"])
+    assert report.parts[0].status == "failed" and report.parts[0].counterexample["mask"]
+
+
+def test_cli_proves_registered_operands_with_shared_decode(capsys):
+    assert main(["prove", "pe", "--scheme", "dliq", "--block", "4", "--router-register",
+                 "--shared", "decode", "--parts", "route,edge"]) == 0
+    out = capsys.readouterr().out
+    assert "route  proven" in out and "edge   proven" in out
+
+
+def test_isolate_zero_is_refused():
+    with pytest.raises(ValueError, match="isolate_zero"):
+        prove_pe(pe_of("dliq", 4, isolate_zero=True))
