@@ -17,7 +17,7 @@ the same definition, for every mask with h set bits:
 Per group is enough: with h set bits in every group, the k-th set lane of the block is
 the (k - g*h)-th set lane of group g = k // h, so the block's compaction is the groups'
 compactions side by side, which is how the DPU concatenates them (that wiring is
-co-simulated, ``tests/test_dpu.py``, not proven).
+co-simulated, ``tests/test_shared.py``, not proven).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def test_pe_is_proven(scheme, block, group, variant):
     (("int8", 4, None, "int8"), {"router_register": True}),
     (("dliq", 4, None, "dynamic"), {"router_register": True}),
     (("dliq", 8, 4, "static"), {"shared": "decode"}),
-    (("mip2q", 8, 4, "static"), {"shared": "route", "router_register": True}),
+    (("mip2q", 4, None, "static"), {"shared": "route", "router_register": True}),
 ])
 def test_registered_operands_and_shared_work_are_proven(args, options):
     """router_register: the lanes' operands one stage late (a sequential route part, the
