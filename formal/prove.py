@@ -2,7 +2,9 @@
 
 :func:`prove_pe` takes a :class:`~strum.hw.pe.StrumPE` (its generated Verilog, or a
 user's edited Verilog of the same interface) and proves the four parts of
-:mod:`strum.formal.spec` with Yosys's ``sat``; together they cover the whole PE.
+:mod:`strum.formal.spec` with Yosys's ``sat``; together they cover the whole PE. A PE
+with ``router_register`` is proven with its lanes' operands one stage late (a sequential
+route part); one with ``shared`` also gets the ``edge`` part (:mod:`strum.formal.edge`).
 """
 
 from __future__ import annotations
