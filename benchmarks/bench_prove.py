@@ -53,17 +53,28 @@ def main():
                         help="comma-separated subset of int8, static, dynamic (default: all)")
     parser.add_argument("--schemes", default="int8,dliq,mip2q,zero",
                         help="comma-separated subset of the schemes (default: all)")
+    parser.add_argument("--blocks", default="4,8,16,32", help="comma-separated subset of B (default: all)")
+    parser.add_argument("--router-register", action="store_true",
+                        help="PEs with the pipeline register between routing and lanes")
+    parser.add_argument("--shared", default="none", choices=("none", "decode", "route"),
+                        help="static PEs whose row decodes the mask or whose edge routes "
+                             "(the int8 baseline and dynamic PEs are left as they are)")
     args = parser.parse_args()
+    blocks = [int(b) for b in args.blocks.split(",")]
     variants, schemes = args.variants.split(","), args.schemes.split(",")
     rows, proven_verilog = [], {}
     print(f"{'PE':32s} {'prepare':>7s} {'route':>7s} {'lanes':>7s} {'sum':>7s} {'hold':>7s} {'CPU s':>7s} {'wall s':>7s}  proven")
     for scheme, block, group, variant in matrix(args.quick, variants):
-        if scheme not in schemes:
+        if scheme not in schemes or block not in blocks:
             continue
         high = block if scheme == "int8" else block // 2
         config = StrumConfig(scheme=scheme, block_size=block, high_lanes=high, group_size=group)
-        pe = StrumPE(config=config, variant=variant)
-        name = f"{scheme} {variant} B={block} G={config.group_size}"
+        options = {"router_register": args.router_register}
+        if variant == "static" and args.shared != "none":
+            options["shared"] = args.shared
+        pe = StrumPE(config=config, variant=variant, **options)
+        name = (f"{scheme} {variant} B={block} G={config.group_size}"
+                + (" rr" if args.router_register else "") + (f" {args.shared}" if "shared" in options else ""))
         # The dynamic PE has no router: its Verilog (and checkers) do not depend on G.
         digest = hashlib.sha256(to_verilog(pe, "strum_pe").encode()).hexdigest()
         if variant == "dynamic" and digest in proven_verilog:
@@ -76,8 +87,10 @@ def main():
         wall = time.perf_counter() - start
         cpu = {"prepare": report.prepare_cpu_seconds, **{part.part: part.cpu_seconds for part in report.parts}}
         print(f"{name:32s} " + " ".join(f"{cpu[p]:7.1f}" for p in ("prepare", "route", "lanes", "sum", "hold"))
+              + (f" edge {cpu['edge']:.1f}" if "edge" in cpu else "")
               + f" {sum(cpu.values()):7.1f} {wall:7.1f}  {report.proven}", flush=True)
         rows.append({"scheme": scheme, "variant": variant, "block": block, "group": config.group_size,
+                     "router_register": args.router_register, "shared": options.get("shared", "none"),
                      "cpu_seconds": cpu, "wall_seconds": round(wall, 2), "proven": report.proven,
                      "statuses": {part.part: part.status for part in report.parts}, "name": name})
         proven_verilog[digest] = rows[-1]

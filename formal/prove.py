@@ -2,7 +2,9 @@
 
 :func:`prove_pe` takes a :class:`~strum.hw.pe.StrumPE` (its generated Verilog, or a
 user's edited Verilog of the same interface) and proves the four parts of
-:mod:`strum.formal.spec` with Yosys's ``sat``; together they cover the whole PE.
+:mod:`strum.formal.spec` with Yosys's ``sat``; together they cover the whole PE. A PE
+with ``router_register`` is proven with its lanes' operands one stage late (a sequential
+route part); one with ``shared`` also gets the ``edge`` part (:mod:`strum.formal.edge`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from strum.hw.pe import StrumPE
 from .spec import Lane, PeShape, hold_checker, lane_checker, lanes_of, route_checker, sum_checker
 from .tools import ProofToolError, run_yosys, work_root
 
-__all__ = ["PARTS", "PartResult", "ProofReport", "ProofError", "check_interface", "pe_shape", "prove_pe"]
+__all__ = ["PARTS", "EDGE_PART", "PartResult", "ProofReport", "ProofError", "check_interface", "pe_shape", "prove_pe"]
 
 #: The parts, in the order they run.
 PARTS = ("route", "lanes", "sum", "hold")
+#: The part of a PE built with ``shared``: its row's decoder or edge's router (formal/edge.py).
+EDGE_PART = "edge"
 #: Induction depth limit of the sum part (it needs about 2 * latency + 2 steps).
 MAX_INDUCTION = 40
 
@@ -73,7 +77,8 @@ class ProofReport:
 def pe_shape(pe: StrumPE) -> PeShape:
     fields = {path: (spec.offset, spec.width) for path, spec in payload_fields(pe.block_layout).items()}
     return PeShape(config=pe.config, variant=pe.variant, latency=pe.latency, fields=fields,
-                   payload_width=pe.block_layout.size)
+                   payload_width=pe.block_layout.size, operand_stages=int(pe.router_register),
+                   shared=pe.shared)
 
 
 # -- Yosys scripts ------------------------------------------------------------------------
@@ -174,18 +179,28 @@ def _field(shape: PeShape, payload: int, path: str, signed: bool = False) -> int
     return value
 
 
-def _decode_block(shape: PeShape, payload: int) -> dict:
-    """A payload as the golden model sees it: mask, lane-order weights, activations."""
+def _decode_block(shape: PeShape, payload: int, mask_value: int | None = None) -> dict:
+    """A payload as the golden model sees it: mask, lane-order weights, activations.
+
+    ``mask_value``: the mask when the payload holds none (``shared="decode"``: the
+    checker's free mask, to which the selects are tied)."""
     from strum.quant.image import BlockFields, decode_blocks
 
     config = shape.config
     B = config.block_size
+    if shape.shared == "route":         # no mask, no lane-order activations: the lanes' own
+        block = {"first": _field(shape, payload, "first"), "last": _field(shape, payload, "last")}
+        for side, count in (("high", config.high_lanes), ("low", config.low_lanes)):
+            if f"{side}_act[0]" in shape.fields:
+                block[f"{side}_act"] = [_field(shape, payload, f"{side}_act[{k}]", True) for k in range(count)]
+        return block
     act = [_field(shape, payload, f"act[{i}]", True) for i in range(B)]
     block = {"act": act, "first": _field(shape, payload, "first"), "last": _field(shape, payload, "last")}
     if shape.variant == "int8":
         block["weights"] = [_field(shape, payload, f"weights[{i}]", True) for i in range(B)]
     else:
-        mask = np.array([(_field(shape, payload, "mask") >> i) & 1 for i in range(B)], dtype=bool)
+        mask_bits = _field(shape, payload, "mask") if mask_value is None else mask_value
+        mask = np.array([(mask_bits >> i) & 1 for i in range(B)], dtype=bool)
         block["mask"] = "".join("1" if bit else "0" for bit in mask[::-1])
         shift = _field(shape, payload, "shift") if "shift" in shape.fields else 0
         if shape.variant == "static":
@@ -225,7 +240,10 @@ def _lane_weight(lane: Lane, code: int, shift: int) -> int:
 def _expected_acts(shape: PeShape, block: dict) -> dict:
     """The activation each lane should get: a static PE's high slot k takes the k-th set
     lane of the block's mask, low slot k the k-th clear one (the memory image's
-    compaction); other PEs' lane i takes act[i]."""
+    compaction); other PEs' lane i takes act[i]; with ``shared="route"`` slot k its own
+    routed activation."""
+    if shape.shared == "route":
+        return {lane.name: block[f"{lane.side}_act"][lane.slot] for lane in lanes_of(shape)}
     act = block["act"]
     if shape.variant != "static":
         return {lane.name: act[lane.slot] for lane in lanes_of(shape)}
@@ -236,10 +254,12 @@ def _expected_acts(shape: PeShape, block: dict) -> dict:
             **{f"low_{k}": act[i] for k, i in enumerate(low)}}
 
 
-def _route_counterexample(shape: PeShape, rows: list[dict]) -> dict:
+def _route_counterexample(shape: PeShape, rows: list[dict], payload_signal: str = "blocks__payload") -> dict:
+    # The last step of a sequential trace is the one that fails (rows come in step order).
     values = {row["signal"]: row["bits"] for row in rows}
-    payload = _value(values["blocks__payload"])
-    block = _decode_block(shape, payload)
+    payload = _value(values[payload_signal])
+    mask = next((values[name] for name in ("r_mask", "spec_mask") if name in values), None)
+    block = _decode_block(shape, payload, None if mask is None else _value(mask))
     got_sum, lanes = 0, []
     expected_act = _expected_acts(shape, block)
     for lane in lanes_of(shape):
@@ -259,25 +279,34 @@ def _route_counterexample(shape: PeShape, rows: list[dict]) -> dict:
 # -- the parts --------------------------------------------------------------------------------
 
 def _part_route(work: Path, shape: PeShape, registers, legal_per: str) -> PartResult:
-    (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold", legal_per=legal_per))
-    shows = ["blocks__payload"] + [f"{lane.name}_{port}" for lane in lanes_of(shape)
-                                   for port in ("act", lane.weight_port)]
-    sat = "-prove-asserts -set-assumes -seq 1 " + " ".join(f"-show {name}" for name in shows)
-    log, cpu, wall = run_yosys(_sat_script("read_rtlil pe_hold.il", "strum_route_check", sat),
-                               cwd=work, log="route")
+    # Registered lane operands: a sequential check of the uncut PE (flip-flops kept),
+    # else a combinational one of the PE with every flip-flop cut.
+    staged = shape.operand_stages > 0
+    registers = () if staged else registers
+    module, read = ("strum_pe", "read_rtlil pe_cut.il") if staged else ("strum_pe_hold", "read_rtlil pe_hold.il")
+    payload = "r_payload" if staged else "blocks__payload"
+    shows = [payload] + [f"{lane.name}_{port}" for lane in lanes_of(shape)
+                         for port in ("act", lane.weight_port)]
+    if shape.shared == "decode":
+        shows.append("r_mask" if staged else "spec_mask")
+    sat = ((f"-tempinduct -maxsteps {MAX_INDUCTION} " if staged else "-seq 1 ")
+           + "-prove-asserts -set-assumes " + " ".join(f"-show {name}" for name in shows))
+    (work / "check.v").write_text(route_checker(shape, registers, module, legal_per=legal_per))
+    log, cpu, wall = run_yosys(_sat_script(read, "strum_route_check", sat), cwd=work, log="route")
     status = _verdict(log)
     result = PartResult("route", status, cpu, wall)
+    if status == "unknown" and staged:
+        result.detail = f"induction did not close within {MAX_INDUCTION} steps"
     if status == "failed":
-        result.counterexample = _route_counterexample(shape, _model(log))
+        result.counterexample = _route_counterexample(shape, _model(log), payload)
         result.detail = "a lane receives the wrong activation or weight field"
         # The solver's values may hide the fault in the sum (zeros, equal activations):
         # ask again with distinct activations and weights, only the mask free.
-        (work / "check.v").write_text(route_checker(shape, registers, "strum_pe_hold", witness=True,
+        (work / "check.v").write_text(route_checker(shape, registers, module, witness=True,
                                                     legal_per=legal_per))
-        log, _, _ = run_yosys(_sat_script("read_rtlil pe_hold.il", "strum_route_check", sat),
-                              cwd=work, log="route_witness")
+        log, _, _ = run_yosys(_sat_script(read, "strum_route_check", sat), cwd=work, log="route_witness")
         if _verdict(log) == "failed":
-            result.counterexample = _route_counterexample(shape, _model(log))
+            result.counterexample = _route_counterexample(shape, _model(log), payload)
     return result
 
 
@@ -344,7 +373,7 @@ def _sum_counterexample(shape: PeShape, rows: list[dict]) -> dict:
             entry["block_sum"] = _value(values["block_sum"], acc_signed)
         if "result__payload" in values:
             entry["result.payload (got)"] = _value(values["result__payload"], acc_signed)
-        last = f"d_acc_{shape.latency - 1}"
+        last = f"d_acc_{shape.latency - shape.operand_stages - 1}"
         if last in values:
             entry["accumulator (expected)"] = _value(values[last], acc_signed)
         trace.append(entry)
@@ -354,7 +383,7 @@ def _sum_counterexample(shape: PeShape, rows: list[dict]) -> dict:
 def _part_sum(work: Path, shape: PeShape) -> PartResult:
     (work / "check.v").write_text(sum_checker(shape))
     shows = ["rst", "blocks__valid", "blocks__ready", "blocks__payload", "result__ready",
-             "result__valid", "result__payload", "block_sum", f"d_acc_{shape.latency - 1}"]
+             "result__valid", "result__payload", "block_sum", f"d_acc_{shape.latency - shape.operand_stages - 1}"]
     # Induction needs about 2 * latency + 1 steps (a stall cycle may follow each one).
     # Starting there (-initsteps) measured twice as slow: each short failed step is cheap.
     sat = (f"-tempinduct -prove-asserts -set-assumes -maxsteps {MAX_INDUCTION} "
@@ -388,7 +417,33 @@ def _part_hold(work: Path, shape: PeShape, registers) -> PartResult:
     return result
 
 
-def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, parts=PARTS,
+def _part_edge(work: Path, pe: StrumPE) -> PartResult:
+    from strum.hw.export import to_verilog as verilog_of
+
+    from .edge import edge_checker, edge_component
+
+    component = edge_component(pe.config, pe.shared, pe.routing)
+    (work / "edge.v").write_text(verilog_of(component, "strum_edge", cache=False))
+    (work / "check.v").write_text(edge_checker(pe.config, pe.shared, "strum_edge",
+                                               route_low=getattr(component, "route_low", True)))
+    shows = ["mask"] + (["act", "high", "low"] if pe.shared == "route" else ["high_select", "low_select"])
+    shows = [name for name in shows if name != "low" or "low" in component.signature.members]
+    shows = [name for name in shows if name in ("mask", "act") or
+             len(getattr(component, name).as_value()) > 0]
+    log, cpu, wall = run_yosys(_sat_script("read_verilog -sv edge.v", "strum_edge_check",
+                                           "-prove-asserts -set-assumes " + " ".join(f"-show {n}" for n in shows)),
+                               cwd=work, log="edge")
+    status = _verdict(log)
+    what = "row mask decoder" if pe.shared == "decode" else f"edge router ({pe.routing})"
+    result = PartResult(EDGE_PART, status, cpu, wall, detail=f"{what}, one group")
+    if status == "failed":
+        values = {row["signal"]: row["bits"] for row in _model(log)}
+        result.counterexample = {name: values.get(name) for name in shows}
+        result.detail = f"the {what} does not compact the group's mask as the memory image does"
+    return result
+
+
+def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, parts=None,
              keep: bool = False, legal_masks: str = "group") -> ProofReport:
     """Prove ``pe`` (or ``verilog``, a design of the same interface) against the spec.
 
@@ -399,8 +454,9 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
         ``verilog`` is given).
     verilog : str or None
         Verilog text with top module ``strum_pe`` and the generated lane instances.
-    parts : iterable of str
-        A subset of :data:`PARTS`.
+    parts : iterable of str or None
+        A subset of :data:`PARTS` (and :data:`EDGE_PART` for a PE built with
+        ``shared``); ``None``: all of them.
     interface_json : path or None
         With ``verilog``: its ``interface.json``, refused unless its payload fields are
         ``pe``'s.
@@ -422,11 +478,18 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
         _mark_elaborated(pe)          # its Verilog is the user's: the component is not elaborated
         if interface_json is not None:
             check_interface(pe, interface_json)
+    if pe.isolate_zero:
+        raise ProofError("isolate_zero: a lane whose weight is zero gets activation 0, which the "
+                         "route part's specification (each lane gets its weight's activation) "
+                         "does not state; prove the PE without it")
     if legal_masks not in ("group", "block"):
         raise ValueError(f"legal_masks must be 'group' or 'block', not {legal_masks!r}")
-    unknown = sorted(set(parts) - set(PARTS))
+    known = PARTS + ((EDGE_PART,) if pe.shared != "none" else ())
+    if parts is None:
+        parts = known
+    unknown = sorted(set(parts) - set(known))
     if unknown:
-        raise ValueError(f"parts must be among {', '.join(PARTS)}, not {', '.join(unknown)}")
+        raise ValueError(f"parts must be among {', '.join(known)}, not {', '.join(unknown)}")
     shape = pe_shape(pe)
     text = verilog if verilog is not None else to_verilog(pe, "strum_pe")
     work = Path(tempfile.mkdtemp(prefix="prove-", dir=work_root()))
@@ -435,8 +498,11 @@ def prove_pe(pe: StrumPE, *, verilog: str | None = None, interface_json=None, pa
         (work / "pe.v").write_text(text)
         lanes = lanes_of(shape)
         registers, report.prepare_cpu_seconds = _prepare(work, shape, lanes)
-        for part in PARTS:
+        for part in PARTS + (EDGE_PART,):
             if part not in parts:
+                continue
+            if part == EDGE_PART:
+                report.parts.append(_part_edge(work, pe))
                 continue
             if part == "route":
                 report.parts.append(_part_route(work, shape, registers, legal_masks))

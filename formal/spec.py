@@ -80,15 +80,21 @@ class PeShape:
     latency: int
     fields: dict            # path -> (offset, width)
     payload_width: int
+    #: Registers between the payload and the lanes (``router_register``: 1).
+    operand_stages: int = 0
+    #: ``shared`` option of a static PE: ``none``, ``decode`` or ``route``.
+    shared: str = "none"
+    #: The Verilog vector the fields are read from (a checker may register the payload).
+    source: str = "blocks__payload"
 
     def field(self, path: str) -> str:
         offset, width = self.fields[path]
-        return f"blocks__payload[{offset + width - 1}:{offset}]"
+        return f"{self.source}[{offset + width - 1}:{offset}]"
 
     def bit(self, path: str, index: int) -> str:
         offset, width = self.fields[path]
         assert index < width
-        return f"blocks__payload[{offset + index}]"
+        return f"{self.source}[{offset + index}]"
 
 
 def lanes_of(shape: PeShape) -> list[Lane]:
@@ -143,78 +149,150 @@ def _header(name: str, shape: PeShape, lanes: list[Lane], registers=()) -> list[
 
 # -- route --------------------------------------------------------------------------------
 
+def _running_count(name: str, bits: list[str], w: int) -> list[str]:
+    """Wires ``<name>_i``: set bits among ``bits[:i]`` (a running count, w bits)."""
+    lines = [f"  wire [{w - 1}:0] {name}_0 = {w}'d0;"]
+    lines += [f"  wire [{w - 1}:0] {name}_{i + 1} = {name}_{i} + {{{w - 1}'d0, {bit}}};"
+              for i, bit in enumerate(bits)]
+    return lines
+
+
 def route_checker(shape: PeShape, registers, pe_module: str, *, witness: bool = False,
                   legal_per: str = "group") -> str:
     """Checker ``strum_route_check``: every lane gets its weight's activation and weight field.
 
-    The PE comes with every flip-flop cut (``registers`` as for :func:`hold_checker`), so
-    the routing is proven for every register state: it must depend on the payload alone.
+    Without ``operand_stages`` the PE comes with every flip-flop cut (``registers`` as for
+    :func:`hold_checker`), so the routing is proven for every register state: it must
+    depend on the payload alone. With ``operand_stages`` (``router_register``) the lanes'
+    operands are registered: the checker registers the payload itself when the PE
+    advances (``blocks.ready``, which the sum part proves) and checks the lanes against
+    that copy, one cycle after the block entered and as long as it stays (a sequential
+    check of the uncut PE, ``registers`` empty).
     ``witness``: also fix the activations and weights to distinct nonzero values, so that a
     counterexample (only the mask left free) shows a misrouting as a wrong block sum.
     ``legal_per``: ``"group"`` (the memory image's rule), or ``"block"`` to assume only H
     set bits per block, the reader's check before issue 14 (a static PE with G < B then
     fails: the counterexample is a mask the old reader let through).
+
+    ``shared="decode"``: the payload holds the one-hot selects of the row's mask decoder
+    instead of the mask; the checker takes the mask as a free input ``spec_mask`` and
+    assumes the selects are the memory image's compaction of it (high select r of a group
+    has bit j set when lane r + j of the group is its r-th set lane, low likewise).
+    ``shared="route"``: the payload holds the routed activations: each lane must get its own.
     """
+    from dataclasses import replace
+
     config, variant = shape.config, shape.variant
     lanes = lanes_of(shape)
-    lines = (_header("strum_route_check", shape, lanes, registers)
-             + _pe_instance(shape, lanes, pe_module=pe_module, registers=registers))
-    lines.append("  always @* begin")
+    staged = shape.operand_stages > 0
+    decode = variant == "static" and shape.shared == "decode"
+    B = config.block_size
+    header = _header("strum_route_check", shape, lanes, registers)
+    if decode:
+        header[0] = header[0].replace("\n);", f",\n  input [{B - 1}:0] spec_mask\n);")
+    lines = header + _pe_instance(shape, lanes, pe_module=pe_module, registers=registers)
+    # src: where the checked block's fields are read (the payload, or its registered copy).
+    src = replace(shape, source="r_payload") if staged else shape
+    guard = "r_known" if staged else None
+    if staged:
+        lines += [f"  reg [{shape.payload_width - 1}:0] r_payload = 0;", "  reg r_known = 0;",
+                  *([f"  reg [{B - 1}:0] r_mask = 0;"] if decode else []),
+                  "  always @(posedge clk)",
+                  "    if (rst) r_known <= 0;",
+                  "    else if (blocks__ready) begin",
+                  "      r_payload <= blocks__payload; r_known <= 1;"
+                  + (" r_mask <= spec_mask;" if decode else ""),
+                  "    end"]
+    body = []
     if witness:
         for path, (offset, width) in shape.fields.items():
             index = int(path[path.index("[") + 1:-1]) if "[" in path else 0
-            if path.startswith("act["):
-                value = 7 + 3 * index
+            if path.startswith(("act[", "high_act[", "low_act[")):
+                value = 7 + 3 * index + (50 if path.startswith("low_act[") else 0)
             elif path.startswith(("high[", "weights[")):
                 value = index + 1 if path.startswith("high[") or variant == "int8" else (index % 15) + 1
             elif path.startswith("low["):
                 value = (index % 7) + 1 + (8 if index % 2 else 0)
             else:
                 continue
-            lines.append(f"    assume({shape.field(path)} == {width}'d{value});")
-    act = [shape.field(f"act[{i}]") for i in range(config.block_size)]
+            body.append(f"    assume({shape.field(path)} == {width}'d{value});")
+        if "shift" in shape.fields:       # a shift the image can hold, for a readable block
+            body.append(f"    assume({shape.field('shift')} <= {config.dliq_max_shift});")
+    checks = []
     if variant == "int8":
-        for i in range(config.block_size):
-            lines.append(f"    assert(lane_{i}_act == {act[i]});")
-            lines.append(f"    assert(lane_{i}_weight == {shape.field(f'weights[{i}]')});")
+        act = [src.field(f"act[{i}]") for i in range(B)]
+        for i in range(B):
+            checks.append(f"assert(lane_{i}_act == {act[i]});")
+            checks.append(f"assert(lane_{i}_weight == {src.field(f'weights[{i}]')});")
     elif variant == "dynamic":
-        for i in range(config.block_size):
-            m = shape.bit("mask", i)
-            w = shape.field(f"weights[{i}]")
-            lines.append(f"    assert(high_{i}_act == {act[i]});")
-            lines.append(f"    assert(high_{i}_weight == ({m} ? {w} : 8'd0));")
+        act = [src.field(f"act[{i}]") for i in range(B)]
+        for i in range(B):
+            m = src.bit("mask", i)
+            w = src.field(f"weights[{i}]")
+            checks.append(f"assert(high_{i}_act == {act[i]});")
+            checks.append(f"assert(high_{i}_weight == ({m} ? {w} : 8'd0));")
             if config.scheme == "zero":
                 continue
-            lines.append(f"    assert(low_{i}_act == {act[i]});")
+            checks.append(f"assert(low_{i}_act == {act[i]});")
             offset = shape.fields[f"weights[{i}]"][0]
-            lines.append(f"    assert(low_{i}_code == ({m} ? 4'd0 : blocks__payload[{offset + 3}:{offset}]));")
+            checks.append(f"assert(low_{i}_code == ({m} ? 4'd0 : {src.source}[{offset + 3}:{offset}]));")
+    elif shape.shared == "route":        # routed outside the PE: each lane takes its own field
+        for lane in lanes:
+            checks.append(f"assert({lane.name}_act == {src.field(f'{lane.side}_act[{lane.slot}]')});")
     else:
-        B, H, L = config.block_size, config.high_lanes, config.low_lanes
+        H, L = config.high_lanes, config.low_lanes
         G, groups, h = config.group_size, config.groups_per_block, config.high_per_group
+        l = G - h
         w = B.bit_length()
-        bits = [shape.bit("mask", i) for i in range(B)]
+        # in_*: the block entering (assumptions); ones_*: the block checked (its copy).
+        in_bits = ([f"spec_mask[{i}]" for i in range(B)] if decode
+                   else [shape.bit("mask", i) for i in range(B)])
+        bits = ([f"{'r_mask' if staged else 'spec_mask'}[{i}]" for i in range(B)] if decode
+                else [src.bit("mask", i) for i in range(B)])
         # ones_<i>: set mask bits below lane i in the whole block, a running count. The
         # memory image compacts over the block: high[k] is the k-th set lane of the block,
         # low[k] the k-th clear one. Selection groups are the hardware's business.
-        prefix = [f"  wire [{w - 1}:0] ones_0 = {w}'d0;"]
-        prefix += [f"  wire [{w - 1}:0] ones_{i + 1} = ones_{i} + {{{w - 1}'d0, {bits[i]}}};" for i in range(B)]
+        lines += _running_count("ones", bits, w)
+        if staged:
+            lines += _running_count("in_ones", in_bits, w)
+        ones_in = "in_ones" if staged else "ones"
         if legal_per == "group":      # the image holds h set bits in every group
             for g in range(groups):
-                lines.append(f"    assume(ones_{(g + 1) * G} - ones_{g * G} == {w}'d{h});")
+                body.append(f"    assume({ones_in}_{(g + 1) * G} - {ones_in}_{g * G} == {w}'d{h});")
         else:
-            lines.append(f"    assume(ones_{B} == {w}'d{H});")
+            body.append(f"    assume({ones_in}_{B} == {w}'d{H});")
+        if decode:                    # the selects are the compaction of the mask, per group
+            has_low = "low_select[0]" in shape.fields
+            for g in range(groups):
+                for p in range(G):
+                    i = g * G + p
+                    count = f"({ones_in}_{i} - {ones_in}_{g * G})"
+                    for r in range(max(0, p - l), min(p, h - 1) + 1):
+                        body.append(f"    if ({in_bits[i]} && {count} == {w}'d{r}) assume("
+                                    f"{shape.field(f'high_select[{g * h + r}]')} == {l + 1}'d{1 << (p - r)});")
+                    for r in range(max(0, p - h), min(p, l - 1) + 1) if has_low else ():
+                        body.append(f"    if (!{in_bits[i]} && {w}'d{p} - {count} == {w}'d{r}) assume("
+                                    f"{shape.field(f'low_select[{g * l + r}]')} == {h + 1}'d{1 << (p - r)});")
+        act = [src.field(f"act[{i}]") for i in range(B)]
         for i in range(B):
             for k in range(max(0, i - L), min(i, H - 1) + 1):          # the k-th set bit is at i
-                lines.append(f"    if ({bits[i]} && ones_{i} == {w}'d{k}) assert(high_{k}_act == {act[i]});")
+                checks.append(f"if ({bits[i]} && ones_{i} == {w}'d{k}) assert(high_{k}_act == {act[i]});")
             if config.scheme == "zero":
                 continue
             for k in range(max(0, i - H), min(i, L - 1) + 1):          # the k-th clear bit is at i
-                lines.append(f"    if (!{bits[i]} && {w}'d{i} - ones_{i} == {w}'d{k}) "
-                             f"assert(low_{k}_act == {act[i]});")
-        lines[lines.index("  always @* begin"):lines.index("  always @* begin")] = prefix
+                checks.append(f"if (!{bits[i]} && {w}'d{i} - ones_{i} == {w}'d{k}) "
+                              f"assert(low_{k}_act == {act[i]});")
+    if variant == "static":
         for lane in lanes:
-            field = f"{lane.side}[{lane.slot}]"
-            lines.append(f"    assert({lane.name}_{lane.weight_port} == {shape.field(field)});")
+            checks.append(f"assert({lane.name}_{lane.weight_port} == {src.field(f'{lane.side}[{lane.slot}]')});")
+    lines.append("  always @* begin")
+    lines += body
+    if guard:
+        lines.append(f"    if ({guard}) begin")
+        lines += [f"      {check}" for check in checks]
+        lines.append("    end")
+    else:
+        lines += [f"    {check}" for check in checks]
     lines += ["  end", "endmodule", ""]
     return "\n".join(lines)
 
@@ -237,22 +315,37 @@ def _tree(lines: list[str], name: str, terms: list[str], width: int) -> str:
 
 
 def sum_checker(shape: PeShape) -> str:
-    """Checker ``strum_sum_check``: accumulation, latency, stalls, reset and handshake."""
-    config, variant, L = shape.config, shape.variant, shape.latency
+    """Checker ``strum_sum_check``: accumulation, latency, stalls, reset and handshake.
+
+    With ``operand_stages`` (``router_register``) the lanes see a block's operands one
+    stage after it enters: the checker holds the block in a stage of its own (``s_payload``,
+    moving when the pipeline advances) and takes the products, and the block's
+    first/last/shift/mask, from that stage; the remaining latency - 1 stages follow.
+    """
+    from dataclasses import replace
+
+    config, variant = shape.config, shape.variant
     A = config.acc_width
+    pre = shape.operand_stages
+    if pre not in (0, 1):
+        raise ValueError(f"operand_stages must be 0 or 1, not {pre}")
+    L = shape.latency - pre             # the stages after the block's products are known
+    src = replace(shape, source="s_payload") if pre else shape
     lanes = lanes_of(shape)
     lines = _header("strum_sum_check", shape, lanes) + _pe_instance(shape, lanes)
+    if pre:
+        lines += [f"  reg [{shape.payload_width - 1}:0] s_payload = 0;", "  reg s_valid = 0;"]
     for lane in lanes:           # each product sign-extended (or wrapped) to the accumulator
         lines.append(f"  wire [{A - 1}:0] {lane.name}_term = $signed({lane.name}_product);")
-    first, last = shape.field("first"), shape.field("last")
-    shift = shape.field("shift") if config.scheme == "dliq" else None
+    first, last = src.field("first"), src.field("last")
+    shift = src.field("shift") if config.scheme == "dliq" else None
     high = [f"{lane.name}_term" for lane in lanes if lane.side in ("high", "lane")]
     low = [f"{lane.name}_term" for lane in lanes if lane.side == "low"]
     if variant == "dynamic" and config.scheme != "dliq":
         merged = []
         for i in range(config.block_size):
             low_term = f"low_{i}_term" if config.scheme != "zero" else f"{A}'d0"
-            lines.append(f"  wire [{A - 1}:0] lane_{i}_chosen = {shape.bit('mask', i)} ? "
+            lines.append(f"  wire [{A - 1}:0] lane_{i}_chosen = {src.bit('mask', i)} ? "
                          f"high_{i}_term : {low_term};")
             merged.append(f"lane_{i}_chosen")
         block_sum = _tree(lines, "sum", merged, A)
@@ -271,7 +364,11 @@ def sum_checker(shape: PeShape) -> str:
         "  reg known_now = 0, prev_stall = 0;",
         f"  wire spec_result_valid = d_valid[{L - 1}] & d_last[{L - 1}];",
         "  wire spec_ready = !spec_result_valid | result__ready;",
-        "  wire taken = blocks__valid & spec_ready;",
+        *(["  always @(posedge clk)",
+           "    if (rst) s_valid <= 0;",
+           "    else if (spec_ready) begin s_valid <= blocks__valid; s_payload <= blocks__payload; end",
+           "  wire taken = s_valid & spec_ready;"] if pre else
+          ["  wire taken = blocks__valid & spec_ready;"]),
         "  wire stall = spec_result_valid & !result__ready & !rst;",
         # The block's contribution is computed in the cycle it enters, then registered.
         f"  wire [{A - 1}:0] next_acc = {first} ? block_sum : acc_now + block_sum;",
@@ -295,7 +392,7 @@ def sum_checker(shape: PeShape) -> str:
         "  always @* begin",
     ]
     if shift is not None:
-        lines.append(f"    assume({shift} <= {config.dliq_max_shift});")
+        lines.append(f"    assume({shape.field('shift')} <= {config.dliq_max_shift});")
     lines += [
         "    assume(!(prev_stall && stall));     // longer stalls: see the hold part",
         "    assert(blocks__ready == spec_ready);",

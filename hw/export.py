@@ -66,7 +66,10 @@ def payload_fields(shape: Any) -> dict[str, FieldSpec]:
 
 #: Component attributes that, with its class, determine the hardware it builds.
 _PARAMETERS = ("config", "variant", "adder_stages", "routing", "rows", "cols", "shared",
-               "router_register", "isolate_zero", "activations")
+               "router_register", "isolate_zero", "activations",
+               # a router or mask decoder on its own (without these, every G shared one key)
+               "group_size", "high", "low", "high_lanes", "low_lanes", "encoding", "act_width",
+               "route_low", "decoded")
 
 
 def _design_key(component, name: str) -> str | None:

@@ -694,15 +694,10 @@ def _sweep_power(args, designs, result) -> None:
                           timed_blocks=args.power_timed_blocks, liberty=args.liberty)
 
 def _prove(args) -> int:
-    from strum.formal.prove import PARTS, prove_pe
+    from strum.formal.prove import prove_pe
     from strum.hw.pe import StrumPE
 
     options = _hardware(args)
-    # The specification's cut points sit at the lanes of an unregistered, self-routing PE.
-    for option, flag in (("router_register", "--router-register"), ("shared", "--shared")):
-        if options.get(option):
-            raise ValueError(f"{flag}: strum prove pe does not cover this option yet "
-                             f"(its lanes are offset by a stage or fed from outside the PE)")
     pe = StrumPE(**options)
     verilog, interface_json = None, None
     if args.verilog:
@@ -711,7 +706,7 @@ def _prove(args) -> int:
         interface_json = args.interface or (beside if beside.exists() else None)
     from strum.formal.tools import ProofToolError, ProofToolMissing
 
-    parts = _comma_list(args.parts) if args.parts else PARTS
+    parts = _comma_list(args.parts) if args.parts else None
     try:
         report = prove_pe(pe, verilog=verilog, interface_json=interface_json, parts=parts)
     except (ProofToolError, ProofToolMissing) as error:
@@ -822,7 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     prove_pe.add_argument("--interface", default=None, metavar="JSON",
                           help="its interface.json (default: the one beside FILE, if any)")
     prove_pe.add_argument("--parts", default=None, metavar="P,...",
-                          help="route, lanes, sum, hold (default: all)")
+                          help="route, lanes, sum, hold, and edge with --shared (default: all)")
     add_output(prove_pe, "--report", default=None, metavar="R.json")
     prove_pe.set_defaults(run=_prove)
 
