@@ -58,7 +58,7 @@ def run(config: StrumConfig, out_dir: Path, model=None, steps=STEPS, calibration
         quantized, _ = quantize_model(model, config, calibration_images(calibration))
         summary["calibration"] = {"data": str(calibration), "method": "oa"}
     else:
-        quantized = quantize_layers(layers, config)
+        quantized = quantize_layers(layers, config, short="int8")   # as quantize and eval
     data = report(quantized, config, time.perf_counter() - start, skipped=skipped)
     summary["not_quantized"] = data.get("not_quantized", [])
     save_npz(out_dir / "weights.npz", quantized)
