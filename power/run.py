@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -54,7 +55,12 @@ class DataSource:
     def describe(self) -> dict:
         if self.kind == "random":
             return {"kind": "random", "seed": self.seed}
-        return {"kind": "layer", "model": str(self.model), "layer": self.layer,
+        import hashlib
+
+        # The file's name and digest, not its path: a report reads the same on any machine.
+        digest = hashlib.sha256(Path(self.model).read_bytes()).hexdigest()
+        return {"kind": "layer", "model": Path(self.model).name, "model_sha256": digest,
+                "layer": self.layer,
                 "data": self.data or f"random int8 inputs (seed {self.seed})", "batch": self.batch}
 
 
