@@ -238,7 +238,7 @@ def _read(path: Path, data: bytes) -> PowerLibrary:
 
 def read_power_library(path) -> PowerLibrary:
     """Read (or load from the cache) the power view of the Liberty file at ``path``."""
-    from strum.quant.files import cache_root
+    from strum.quant.files import cache_root, write_bytes
 
     path = Path(path)
     data = path.read_bytes()
@@ -252,9 +252,7 @@ def read_power_library(path) -> PowerLibrary:
             pass
     lib = _read(path, data)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(lib))
-    tmp.replace(cached)
+    write_bytes(cached, pickle.dumps(lib))      # a unique temp file, then renamed
     return lib
 
 

