@@ -9,24 +9,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from text_images import text_lines, text_pages  # noqa: E402
+from text_images import silero_feeds, text_lines, text_pages  # noqa: E402
 
 from strum.quant import datasets  # noqa: E402
 from strum.quant.evaluate import DEFAULT_SCHEMES, evaluate, format_table  # noqa: E402
 from strum.quant.fetch import rapidocr_onnx, silero_vad_onnx  # noqa: E402
-
-
-def silero_feeds(count, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(512) / 16000
-    chunks = [rng.normal(0, 0.01, 512) + (i % 3 == 1) * 0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t)
-              for i in range(count)]
-    return {"input": np.asarray(chunks, np.float32), "state": np.zeros((2, count, 128), np.float32),
-            "sr": np.array(16000, np.int64)}
 
 
 def main():

@@ -11,10 +11,10 @@ import pytest
 from strum.cli import main
 from strum.quant import datasets
 from strum.quant.config import StrumConfig
-from strum.quant.evaluate import evaluate, format_table
+from strum.quant.evaluate import evaluate
 from strum.quant.fetch import rapidocr_onnx, silero_vad_onnx
 from strum.quant.inference import Network
-from text_images import text_lines, text_pages
+from text_images import silero_feeds, text_lines, text_pages
 
 
 def operators(graph) -> set:
@@ -25,16 +25,6 @@ def operators(graph) -> set:
             if attribute.type == onnx.AttributeProto.GRAPH:
                 found |= operators(attribute.g)
     return found
-
-
-def silero_feeds(count, seed=0):
-    """Chunks of 512 samples at 16 kHz: silence, noise and tone bursts; zero state."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(512) / 16000
-    chunks = [rng.normal(0, 0.01, 512) + (i % 3 == 1) * 0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t)
-              for i in range(count)]
-    return {"input": np.asarray(chunks, np.float32), "state": np.zeros((2, count, 128), np.float32),
-            "sr": np.array(16000, np.int64)}
 
 
 def test_mobilenet_style_classifier_bits_and_accuracy():

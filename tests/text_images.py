@@ -1,4 +1,5 @@
-"""Synthetic printed-text images for the OCR networks' tests and benchmark (no data files).
+"""Synthetic inputs for the real-model tests and benchmark (no data files): printed-text
+images for the OCR networks, tone bursts in noise for silero-vad.
 
 Words drawn with Pillow's default font on light backgrounds, seeded. PaddleOCR's own
 preprocessing: the classifier and recogniser take 48-pixel-high RGB lines scaled to
@@ -53,3 +54,13 @@ def text_pages(count, seed=0, height=96, width=160):
             page[top:top + 24, 4:width - 4] = _line(rng, 24, width - 8)
         pages.append((page - DET_MEAN) / DET_STD)
     return np.ascontiguousarray(np.stack(pages).transpose(0, 3, 1, 2), np.float32)
+
+
+def silero_feeds(count, seed=0):
+    """Chunks of 512 samples at 16 kHz: silence, noise and tone bursts; zero state."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(512) / 16000
+    chunks = [rng.normal(0, 0.01, 512) + (i % 3 == 1) * 0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t)
+              for i in range(count)]
+    return {"input": np.asarray(chunks, np.float32), "state": np.zeros((2, count, 128), np.float32),
+            "sr": np.array(16000, np.int64)}
