@@ -16,7 +16,6 @@ Prints a Markdown table per data set and writes the JSON reports to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -33,7 +33,6 @@ from strum.quant.config import StrumConfig
 from strum.quant.files import write_text
 from strum.quant.fixed import quantize_fixed
 from strum.quant.quantize import quantize, sqnr_db
-from strum.synth.compare import int8_baseline
 from strum.synth.designs import Design
 from strum.synth.reports import reduction_pct, rows_markdown
 from strum.synth.sweep import model_layers, run_sweep

@@ -172,7 +172,7 @@ class Network:
 
     def __init__(self, path):
         import onnx
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
         self.path = Path(path)
         if self.path.suffix.lower() != ".onnx":

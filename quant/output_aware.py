@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import lapack
 
-from .blocks import block_count, from_blocks, from_reduction, to_blocks, to_reduction
+from .blocks import block_count, from_blocks, from_reduction, to_reduction
 from .config import ConfigError, StrumConfig
 from .image import compact, decode_blocks, pack_blocks, write_image
 from .int8 import INT8_MAX, channel_scale

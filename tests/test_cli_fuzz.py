@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strum.cli import build_parser, main
-from strum.outputs import output_kinds
 from strum.quant.datasets import default_model_path
 
 #: Cases the test runs (the issue asks for at least 300).

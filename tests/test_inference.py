@@ -11,7 +11,7 @@ from strum.quant.config import StrumConfig
 from strum.quant.errors import InputError
 from strum.quant.integer_graph import accumulator_bound
 from strum.quant.inference import EngineError, Network, layer_reference, trace_layers
-from strum.quant.onnx_io import Layer, load_layers
+from strum.quant.onnx_io import load_layers
 from strum.quant.quantize import sqnr_db
 
 FLOAT = TensorProto.FLOAT

@@ -13,12 +13,11 @@ from strum.quant.datasets import default_model_path, mnist_model_path
 from strum.quant.evaluate import evaluate, load_data, split_spec
 from strum.quant.image import decode_blocks, image_to_weights, read_image, unpack_blocks
 from strum.quant.inference import Network, trace_layers
-from strum.quant.onnx_io import load_layers
 from strum.quant.output_aware import (bias_correction, inverse_hessian_factor,
                                       quantize_output_aware)
 from strum.quant.policy import Policy, keep_set, passes, split_passes
 from strum.quant.quantize import quantize
-from strum.quant.reference import conv, linear
+from strum.quant.reference import conv
 
 
 def _correlated(seed, rows=600, length=72, channels=20):
